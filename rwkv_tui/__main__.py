@@ -1,0 +1,3 @@
+from rwkv_tui.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,52 @@
+"""Shared fixtures: tiny random RWKV-7 checkpoints written the way official files are."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+# Tests are single-threaded and deterministic; the CI machine has 2 cores.
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
+def write_tiny_checkpoint(
+    directory: Path,
+    *,
+    n_layer: int = 2,
+    n_embd: int = 64,
+    vocab_size: int = 256,
+    head_size: int = 16,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    name: str = "tiny.pth",
+    **widths,
+) -> tuple[Path, object]:
+    """A random RWKV-7 `.pth` with non-zero tensors; returns (path, spec)."""
+    from trainer.checkpoint import save_state_dict
+    from trainer.model.init import random_rwkv7_state_dict, rwkv7_spec
+
+    widths.setdefault("d_decay", 8)
+    widths.setdefault("d_aaa", 8)
+    widths.setdefault("d_mv", 4)
+    widths.setdefault("d_gate", 16)
+    spec = rwkv7_spec(n_layer, n_embd, vocab_size=vocab_size, head_size=head_size, **widths)
+    state_dict = random_rwkv7_state_dict(spec, seed=seed)
+    path = save_state_dict(state_dict, Path(directory) / name, dtype=dtype)
+    return path, spec
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path):
+    return write_tiny_checkpoint(tmp_path)

@@ -1,0 +1,45 @@
+"""The rwkv-tui engine: checkpoints, models, data, fine-tuning methods, training runs.
+
+Importing `trainer` is cheap (no torch); the public functions import what they need.
+
+    import torch, trainer
+    model = trainer.load_model("RWKV-x070-World-0.4B.pth", device="cpu", dtype=torch.float32)
+    print(model.spec)
+    tok = trainer.tokenizer()
+    logits, state = model(torch.tensor([tok.encode("Hello world")]))
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+    from trainer.model import RWKV7
+    from trainer.tokenizer import WorldTokenizer
+
+__all__ = ["load_model", "tokenizer", "inspect_checkpoint"]
+
+
+def load_model(path, device="cpu", dtype: "torch.dtype | None" = None) -> "RWKV7":
+    """Load an official RWKV `.pth` into a trainable model with `.spec` (fp32 by default)."""
+    import torch
+
+    from trainer.model import load_model as _load_model
+
+    return _load_model(path, device=device, dtype=dtype or torch.float32)
+
+
+def tokenizer() -> "WorldTokenizer":
+    """The RWKV World tokenizer (`encode(str) -> list[int]`, `decode(list[int]) -> str`)."""
+    from trainer.tokenizer import get_tokenizer
+
+    return get_tokenizer()
+
+
+def inspect_checkpoint(path):
+    """The `ModelSpec` of a checkpoint file, read from its tensors."""
+    from trainer.checkpoint import inspect_checkpoint as _inspect
+
+    return _inspect(path)

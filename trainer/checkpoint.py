@@ -1,0 +1,303 @@
+"""Official RWKV `.pth` checkpoints: safe loading, architecture inference, atomic saving.
+
+A checkpoint is a flat `{name: tensor}` dict as RWKV-LM and RWKV-PEFT write it. We load it
+with `weights_only=True` (a pickle that carries code is refused) and `mmap=True` (a 14B
+file does not have to fit in RAM twice), then read every architecture fact from the
+tensor shapes: users never type `n_layer` or `n_embd`.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from trainer.atomic import atomic_output
+from trainer.errors import CheckpointError, UnsupportedModelError
+from trainer.spec import ModelSpec
+
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_PROTO_MARK = 0x80  # legacy (pre-zip) torch.save files start with a pickle PROTO opcode
+_BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.")
+
+_RWKV7_BLOCK_TENSORS = (
+    "ln1.weight", "ln1.bias", "ln2.weight", "ln2.bias",
+    "att.x_r", "att.x_w", "att.x_k", "att.x_v", "att.x_a", "att.x_g",
+    "att.w0", "att.w1", "att.w2", "att.a0", "att.a1", "att.a2",
+    "att.g1", "att.g2", "att.k_k", "att.k_a", "att.r_k",
+    "att.receptance.weight", "att.key.weight", "att.value.weight", "att.output.weight",
+    "att.ln_x.weight", "att.ln_x.bias",
+    "ffn.x_k", "ffn.key.weight", "ffn.value.weight",
+)
+# The value-residual mix exists from layer 1 on; layer 0 produces v_first instead.
+_RWKV7_VALUE_RESIDUAL = ("att.v0", "att.v1", "att.v2")
+_RWKV7_GLOBAL_TENSORS = (
+    "emb.weight", "head.weight", "ln_out.weight", "ln_out.bias",
+    "blocks.0.ln0.weight", "blocks.0.ln0.bias",
+)
+
+VERSION_NAMES = {"x070": "RWKV-7", "x060": "RWKV-6", "x052": "RWKV-5"}
+SUPPORTED_VERSIONS = ("x070",)
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a checkpoint file safely and return its flat tensor dict.
+
+    Raises `CheckpointError` with a specific message for a missing file, a file that is
+    not a torch checkpoint, a truncated or corrupt archive and a pickle carrying code.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(
+            "file not found", path=path,
+            hint="check the path; RWKV checkpoints are .pth files such as RWKV-x070-World-0.4B-….pth",
+        )
+    if path.is_dir():
+        raise CheckpointError("is a directory, not a checkpoint file", path=path,
+                              hint="pick the .pth file inside it")
+    with path.open("rb") as handle:
+        head = handle.read(8)
+    if not head:
+        raise CheckpointError("file is empty", path=path,
+                              hint="the download or copy did not finish; fetch the file again")
+    if head.startswith(_ZIP_MAGIC):
+        loaded = _torch_load(path, mmap=True)
+    elif head[0] == _PICKLE_PROTO_MARK:
+        loaded = _torch_load(path, mmap=False)  # old serialization: mmap is not possible
+    else:
+        raise CheckpointError("not a PyTorch checkpoint", path=path, hint=_format_hint(head))
+    return _as_flat_tensor_dict(loaded, path)
+
+
+def _torch_load(path: Path, *, mmap: bool):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if "Weights only load failed" in text or "Unsupported global" in text:
+            raise CheckpointError(
+                "refused: the file contains Python objects that would run code when loaded",
+                path=path,
+                hint="only plain tensor checkpoints are loaded; re-save the weights with "
+                     "torch.save(model.state_dict(), path) from a trusted source",
+            ) from None
+        raise CheckpointError(f"cannot be unpickled ({text.splitlines()[0]})", path=path,
+                              hint="the file is corrupt; fetch it again") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "central directory" in first_line or isinstance(exc, EOFError):
+            message = "file is truncated (the archive ends early)"
+        else:
+            message = f"file is corrupt ({first_line[:160]})"
+        raise CheckpointError(message, path=path,
+                              hint="the download or copy did not finish or was damaged; fetch the file again "
+                                   "and compare its size with the source") from None
+
+
+def _format_hint(head: bytes) -> str:
+    if len(head) == 8 and int.from_bytes(head, "little") < 100_000_000:
+        return ("this looks like a safetensors file (e.g. an Ai00 .st model); rwkv-tui trains from the "
+                "official .pth release of the model")
+    return "choose an official RWKV .pth checkpoint (a torch.save file)"
+
+
+def _as_flat_tensor_dict(loaded, path: Path) -> dict[str, torch.Tensor]:
+    # Lightning / DeepSpeed checkpoints nest the weights one level down.
+    if isinstance(loaded, Mapping):
+        for wrapper in ("state_dict", "module"):
+            inner = loaded.get(wrapper)
+            if isinstance(inner, Mapping) and len(loaded) <= 8:
+                loaded = inner
+                break
+    if not isinstance(loaded, Mapping) or not loaded:
+        raise CheckpointError("does not hold a dict of named tensors", path=path,
+                              hint="choose a model checkpoint saved with torch.save(state_dict)")
+    flat: dict[str, torch.Tensor] = {}
+    for key, value in loaded.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"entry {key!r} is not a named tensor", path=path,
+                                  hint="choose a model checkpoint saved with torch.save(state_dict)")
+        flat[key] = value
+    return flat
+
+
+# ---------------------------------------------------------------------------- inference
+
+
+def detect_version(keys) -> str:
+    """The architecture tag from the key names alone (DESIGN.md §2)."""
+    keys = set(keys)
+    if "blocks.0.att.r_k" in keys or "blocks.0.att.x_r" in keys:
+        return "x070"
+    if any(k.startswith("blocks.0.att.time_maa") for k in keys):
+        return "x060"
+    if "blocks.0.att.time_faaaa" in keys or (
+        "blocks.0.att.time_mix_k" in keys and "blocks.0.att.gate.weight" in keys
+    ):
+        return "x052"
+    if "blocks.0.att.time_first" in keys:
+        return "x040"
+    raise CheckpointError(
+        "not an RWKV checkpoint: none of the RWKV-7/6/5 tensor names were found "
+        f"(first keys: {', '.join(sorted(keys)[:4])})",
+        hint="choose an official RWKV .pth model file",
+    )
+
+
+def infer_spec(state_dict: Mapping[str, torch.Tensor], path: str | Path | None = None) -> ModelSpec:
+    """Read the architecture of a checkpoint from its tensors and check every shape."""
+    try:
+        version = detect_version(state_dict.keys())
+    except CheckpointError as exc:
+        exc.path = str(path) if path is not None else None
+        raise
+    if version not in SUPPORTED_VERSIONS:
+        name = VERSION_NAMES.get(version, "RWKV-4 or older")
+        raise UnsupportedModelError(
+            f"{name} ({version}) checkpoints are recognised but not supported yet",
+            path=path,
+            hint="rwkv-tui trains RWKV-7 (x070) models today; RWKV-6/5 support is planned",
+        )
+    return _infer_rwkv7_spec(state_dict, path)
+
+
+def _infer_rwkv7_spec(sd: Mapping[str, torch.Tensor], path) -> ModelSpec:
+    n_layer = 1 + max((int(m.group(1)) for k in sd if (m := _BLOCK_KEY.match(k))), default=0)
+    # Every missing name at once, so one message tells the whole story.
+    missing = [k for k in _RWKV7_GLOBAL_TENSORS if k not in sd]
+    missing += [f"blocks.{i}.{name}" for i in range(n_layer) for name in _RWKV7_BLOCK_TENSORS
+                if f"blocks.{i}.{name}" not in sd]
+    missing += [f"blocks.{i}.{name}" for i in range(1, n_layer) for name in _RWKV7_VALUE_RESIDUAL
+                if f"blocks.{i}.{name}" not in sd]
+    if missing:
+        raise _missing_error(missing, path)
+
+    vocab_size, n_embd = sd["emb.weight"].shape
+    n_head, head_size = sd["blocks.0.att.r_k"].shape
+    spec = ModelSpec(
+        version="x070",
+        n_layer=n_layer,
+        n_embd=int(n_embd),
+        n_head=int(n_head),
+        head_size=int(head_size),
+        vocab_size=int(vocab_size),
+        dim_ffn=int(sd["blocks.0.ffn.key.weight"].shape[0]),
+        d_decay=int(sd["blocks.0.att.w1"].shape[1]),
+        d_aaa=int(sd["blocks.0.att.a1"].shape[1]),
+        # Block 0's v1 may be absent or a placeholder, so the width comes from block 1.
+        d_mv=int(sd["blocks.1.att.v1"].shape[1]) if n_layer > 1 else 0,
+        d_gate=int(sd["blocks.0.att.g1"].shape[1]),
+        dtype=_majority_dtype(sd),
+        n_params=sum(t.numel() for t in sd.values()),
+    )
+    if n_head * head_size != n_embd:
+        raise CheckpointError(
+            f"inconsistent shapes: att.r_k is [{n_head}, {head_size}] but n_embd is {n_embd} "
+            f"({n_head}×{head_size} ≠ {n_embd})",
+            path=path, hint="the file is not a consistent RWKV-7 model; re-download it")
+    expected = rwkv7_expected_shapes(spec)
+    wrong = [
+        f"{key} is {list(sd[key].shape)}, expected {list(shape)}"
+        for key, shape in expected.items()
+        if key in sd and tuple(sd[key].shape) != shape
+    ]
+    if wrong:
+        more = f" (and {len(wrong) - 5} more)" if len(wrong) > 5 else ""
+        raise CheckpointError(
+            "inconsistent shapes: " + "; ".join(wrong[:5]) + more,
+            path=path, hint="the file mixes tensors from different models or was edited; re-download it")
+    return spec
+
+
+def rwkv7_expected_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
+    """The official name → shape of every tensor an RWKV-7 model of this spec stores."""
+    C, V, F = spec.n_embd, spec.vocab_size, spec.dim_ffn
+    H, N = spec.n_head, spec.head_size
+    shapes: dict[str, tuple[int, ...]] = {
+        "emb.weight": (V, C), "head.weight": (V, C),
+        "ln_out.weight": (C,), "ln_out.bias": (C,),
+        "blocks.0.ln0.weight": (C,), "blocks.0.ln0.bias": (C,),
+    }
+    low_rank = {"w": spec.d_decay, "a": spec.d_aaa, "v": spec.d_mv, "g": spec.d_gate}
+    for i in range(spec.n_layer):
+        p = f"blocks.{i}."
+        for name in ("ln1.weight", "ln1.bias", "ln2.weight", "ln2.bias", "att.ln_x.weight", "att.ln_x.bias"):
+            shapes[p + name] = (C,)
+        for name in ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g", "w0", "a0", "k_k", "k_a"):
+            shapes[p + "att." + name] = (1, 1, C)
+        for letter in ("w", "a", "g") + (("v",) if i > 0 else ()):
+            shapes[f"{p}att.{letter}1"] = (C, low_rank[letter])
+            shapes[f"{p}att.{letter}2"] = (low_rank[letter], C)
+        if i > 0:
+            shapes[p + "att.v0"] = (1, 1, C)
+        shapes[p + "att.r_k"] = (H, N)
+        for name in ("receptance", "key", "value", "output"):
+            shapes[f"{p}att.{name}.weight"] = (C, C)
+        shapes[p + "ffn.x_k"] = (1, 1, C)
+        shapes[p + "ffn.key.weight"] = (F, C)
+        shapes[p + "ffn.value.weight"] = (C, F)
+    return shapes
+
+
+def _missing_error(missing: list[str], path) -> CheckpointError:
+    shown = ", ".join(missing[:8]) + (f" (and {len(missing) - 8} more)" if len(missing) > 8 else "")
+    return CheckpointError(
+        f"missing tensors: {shown}", path=path,
+        hint="the file is incomplete or is an adapter/state file rather than a full model; "
+             "choose the base model .pth (adapters are applied with `rwkv-tui merge`)")
+
+
+def _majority_dtype(sd: Mapping[str, torch.Tensor]) -> str:
+    counts: Counter[str] = Counter()
+    for tensor in sd.values():
+        counts[str(tensor.dtype).removeprefix("torch.")] += tensor.numel()
+    return counts.most_common(1)[0][0]
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelSpec]:
+    """Load a checkpoint and infer its spec; every problem is a `CheckpointError`."""
+    state_dict = load_state_dict(path)
+    return state_dict, infer_spec(state_dict, path)
+
+
+def inspect_checkpoint(path: str | Path) -> ModelSpec:
+    """The spec of a checkpoint. Cheap on big files: tensors stay memory-mapped."""
+    return load_checkpoint(path)[1]
+
+
+# ---------------------------------------------------------------------------- saving
+
+
+def save_state_dict(
+    state_dict: Mapping[str, torch.Tensor],
+    path: str | Path,
+    dtype: torch.dtype | None = torch.bfloat16,
+) -> Path:
+    """Write tensors under their official names, atomically.
+
+    Floating tensors are cast to `dtype` (bf16 like the official releases; None keeps
+    each tensor's dtype). The file is written to a temporary name in the same folder,
+    fsynced and renamed, so a crash never leaves a half-written model under `path`.
+    """
+    path = Path(path)
+    out = {}
+    for key, tensor in state_dict.items():
+        tensor = tensor.detach().to("cpu")
+        if dtype is not None and tensor.is_floating_point():
+            tensor = tensor.to(dtype)
+        out[key] = tensor.contiguous()
+    atomic_torch_save(out, path)
+    return path
+
+
+def atomic_torch_save(obj, path: str | Path) -> None:
+    """`torch.save` through a temp file + fsync + rename (also used for adapters and states)."""
+    with atomic_output(path) as handle:
+        torch.save(obj, handle)
