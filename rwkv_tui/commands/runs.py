@@ -1,0 +1,38 @@
+"""`rwkv-tui runs [DIR]`: the run folders under DIR with their state."""
+
+from __future__ import annotations
+
+import time
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("runs", help="list run folders and their status",
+                                   description="List the run folders under DIR (default: runs) with their state.")
+    parser.add_argument("root", nargs="?", default="runs", help="folder holding run folders (default: runs)")
+    parser.add_argument("--json", action="store_true", help="print JSON (for scripts)")
+    parser.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    import json
+
+    from trainer.run.listing import list_runs
+
+    runs = list_runs(args.root)
+    if args.json:
+        print(json.dumps([{**r.__dict__, "path": str(r.path)} for r in runs], indent=2))
+        return 0
+    if not runs:
+        print(f"no runs under {args.root}")
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("run", "state", "step", "loss", "updated")
+    for r in runs:
+        step = f"{r.step or 0}/{r.total_steps}" if r.total_steps else str(r.step or "-")
+        loss = f"{r.loss:.4f}" if isinstance(r.loss, (int, float)) else "-"
+        updated = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.updated)) if r.updated else "-"
+        table.add_row(str(r.path), r.state, step, loss, updated)
+    Console().print(table)
+    return 0

@@ -1,0 +1,100 @@
+"""`rwkv-tui train PRESET.toml`: a run without the UI, with a progress bar and the same run folder."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+EXIT_TRAINING_FAILED = 1
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train headless from a preset/config TOML (same run folder as the wizard)",
+        description="Run a fine-tune without the UI. Progress goes to the terminal and to the run folder "
+                    "(events.jsonl, train.log, status.json, checkpoints/), which `rwkv-tui attach` can follow.",
+    )
+    parser.add_argument("config", nargs="?", help="a preset or config .toml (not needed with --resume)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any config field, e.g. --set optim.lr_init=1e-4 (repeatable)")
+    parser.add_argument("--run-dir", help="the run folder (default: <output.proj_dir>/<method>-<time>)")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its last checkpoint")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    from trainer.errors import ConfigError
+    from trainer.run.loop import TrainingError, run as run_training
+
+    if args.resume:
+        config, run_dir = None, Path(args.resume)
+    else:
+        if not args.config:
+            raise ConfigError("give a config/preset .toml, or --resume RUN_DIR",
+                              hint="presets: `rwkv-tui presets list`; or build one in the wizard (`rwkv-tui`)")
+        config = _load(args.config, args.overrides)
+        run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(config)
+
+    with _Progress(enabled=not args.quiet) as progress:
+        try:
+            result = run_training(config, run_dir, resume=bool(args.resume), on_step=progress.update)
+        except TrainingError as exc:
+            progress.stop()
+            print(f"error: {exc}")
+            print(f"run folder: {run_dir}")
+            return EXIT_TRAINING_FAILED
+    print(f"{result.reason} at step {result.step}; run folder: {result.run_dir}")
+    for path in result.outputs:
+        print(f"  wrote {path}")
+    return 0
+
+
+def _load(path: str, overrides: list[str]):
+    from trainer.config import apply_overrides, load_config
+
+    config = load_config(path)
+    return apply_overrides(config, overrides) if overrides else config
+
+
+def default_run_dir(config) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path(config.output.proj_dir).expanduser() / f"{config.method.name}-{stamp}"
+
+
+class _Progress:
+    """A rich progress bar fed by the loop's per-step events."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._progress = None
+        self._task = None
+
+    def __enter__(self) -> "_Progress":
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._progress = Progress(
+                TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]}"), TimeRemainingColumn(),
+            )
+            self._progress.start()
+        return self
+
+    def update(self, step: int, event: dict) -> None:
+        if self._progress is None:
+            return
+        if self._task is None:
+            self._task = self._progress.add_task("train", total=event["total_steps"], loss="-", speed="")
+        speed = event.get("tokens_per_s")
+        self._progress.update(self._task, completed=step, loss=f"{event['smoothed_loss']:.4f}",
+                              speed=f"{speed:,.0f} tok/s" if speed else "")
+
+    def stop(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
