@@ -1,0 +1,18 @@
+"""WKV operators. `wkv7(r, w, k, v, a, b, state=None, op="auto") -> (y, state, op)`.
+
+Imports only torch: the engine (`trainer`) builds on this, never the other way round.
+"""
+
+from kernels.dispatch import (
+    KernelUnavailableError,
+    Wkv7Output,
+    available_ops,
+    register_op,
+    resolve_op,
+    wkv7,
+)
+from kernels.wkv7_chunked import wkv7_chunked
+from kernels.wkv7_reference import wkv7_sequential
+
+__all__ = ["KernelUnavailableError", "Wkv7Output", "available_ops", "register_op", "resolve_op", "wkv7",
+           "wkv7_chunked", "wkv7_sequential"]
