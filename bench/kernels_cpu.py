@@ -1,0 +1,99 @@
+"""CPU forward+backward throughput of the torch WKV7 references (sequential vs chunked).
+
+Two views: the bare operator on a 0.1B-like shape (H=12, N=64), and a whole small RWKV-7
+model (L4 C256) training step with each op. Prints a table and saves JSON under
+bench/results/.
+
+    python bench/kernels_cpu.py [--threads 2] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from bench.common import print_table, save_result  # noqa: E402
+from kernels import wkv7  # noqa: E402
+
+OPS = ("torch_sequential", "torch_chunked")
+
+
+def operator_inputs(B, T, H, N):
+    g = torch.Generator().manual_seed(0)
+    r, k, v = (torch.randn(B, T, H, N, generator=g) for _ in range(3))
+    w = -F.softplus(-torch.randn(B, T, H, N, generator=g) * 2) - 0.5
+    kk = F.normalize(torch.randn(B, T, H, N, generator=g), dim=-1)
+    a, b = -kk, kk * torch.rand(B, T, H, N, generator=g)
+    return [x.requires_grad_() for x in (r, w, k, v, a, b)]
+
+
+def best_time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def bench_operator(op: str, T: int, repeats: int) -> dict:
+    B, H, N = 1, 12, 64
+    xs = operator_inputs(B, T, H, N)
+
+    def step():
+        y, s, _ = wkv7(*xs, op=op)
+        (y.sum() + s.sum()).backward()
+
+    seconds = best_time(step, repeats)
+    return {"what": "operator B1 H12 N64", "op": op, "T": T, "seconds": seconds, "tokens_per_s": B * T / seconds}
+
+
+def bench_model(op: str, T: int, repeats: int) -> dict:
+    from trainer.model import model_from_state_dict
+    from trainer.model.init import random_rwkv7_state_dict, rwkv7_spec
+
+    spec = rwkv7_spec(4, 256, vocab_size=65536)
+    model = model_from_state_dict(random_rwkv7_state_dict(spec), spec)
+    model.wkv_op = op
+    idx = torch.randint(0, spec.vocab_size, (1, T + 1), generator=torch.Generator().manual_seed(1))
+
+    def step():
+        logits, _ = model(idx[:, :-1])
+        F.cross_entropy(logits.flatten(0, 1), idx[:, 1:].flatten()).backward()
+        model.zero_grad(set_to_none=True)
+
+    seconds = best_time(step, repeats)
+    return {"what": f"model L4 C256 ({spec.n_params / 1e6:.1f}M params)", "op": op, "T": T,
+            "seconds": seconds, "tokens_per_s": T / seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = []
+    for T in (256, 1024):
+        for op in OPS:
+            rows.append(bench_operator(op, T, args.repeats))
+        for op in OPS:
+            rows.append(bench_model(op, T, args.repeats))
+    for row in rows:
+        base = next(r for r in rows if r["what"] == row["what"] and r["T"] == row["T"] and r["op"] == OPS[0])
+        row["speedup_vs_sequential"] = row["tokens_per_s"] / base["tokens_per_s"]
+    print_table(rows, ["what", "op", "T", "seconds", "tokens_per_s", "speedup_vs_sequential"])
+    path = save_result("kernels_cpu", rows, {"note": "forward+backward, fp32, best of repeats"})
+    print(f"saved {path}")
+
+
+if __name__ == "__main__":
+    main()
