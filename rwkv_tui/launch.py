@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from trainer.errors import RwkvTuiError
-from trainer.run.folder import RunFolder
+from trainer.training.folder import RunFolder
 
 
 def trainer_command(config_path: Path, run_dir: Path, resume: bool = False) -> list[str]:

@@ -17,9 +17,10 @@ if TYPE_CHECKING:
     import torch
 
     from trainer.model import RWKV7
-    from trainer.tokenizer import WorldTokenizer
+    from trainer.training.loop import RunResult
+    from trainer.world_tokenizer import WorldTokenizer
 
-__all__ = ["load_model", "tokenizer", "inspect_checkpoint"]
+__all__ = ["load_model", "tokenizer", "inspect_checkpoint", "run"]
 
 
 def load_model(path, device="cpu", dtype: "torch.dtype | None" = None) -> "RWKV7":
@@ -33,7 +34,7 @@ def load_model(path, device="cpu", dtype: "torch.dtype | None" = None) -> "RWKV7
 
 def tokenizer() -> "WorldTokenizer":
     """The RWKV World tokenizer (`encode(str) -> list[int]`, `decode(list[int]) -> str`)."""
-    from trainer.tokenizer import get_tokenizer
+    from trainer.world_tokenizer import get_tokenizer
 
     return get_tokenizer()
 
@@ -43,3 +44,10 @@ def inspect_checkpoint(path):
     from trainer.checkpoint import inspect_checkpoint as _inspect
 
     return _inspect(path)
+
+
+def run(config, run_dir, **kwargs) -> "RunResult":
+    """Train as `config` (a `trainer.config.RunConfig`) says, writing the run folder `run_dir`."""
+    from trainer.training.loop import run as _run
+
+    return _run(config, run_dir, **kwargs)

@@ -15,8 +15,8 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from trainer.errors import RwkvTuiError
-    from trainer.run.folder import RunFolder
-    from trainer.run.listing import list_runs
+    from trainer.training.folder import RunFolder
+    from trainer.training.listing import list_runs
 
     if args.run_dir:
         folder = RunFolder.at(args.run_dir)

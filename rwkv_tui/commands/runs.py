@@ -16,7 +16,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     import json
 
-    from trainer.run.listing import list_runs
+    from trainer.training.listing import list_runs
 
     runs = list_runs(args.root)
     if args.json:

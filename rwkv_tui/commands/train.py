@@ -26,7 +26,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from trainer.errors import ConfigError
-    from trainer.run.loop import TrainingError, run as run_training
+    from trainer.training.loop import TrainingError, run as run_training
 
     if args.resume:
         config, run_dir = None, Path(args.resume)

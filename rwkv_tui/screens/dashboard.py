@@ -24,7 +24,7 @@ from textual.worker import get_current_worker
 
 from rwkv_tui.run_view import RunView, format_duration
 from rwkv_tui.widgets.loss_chart import LossChart
-from trainer.run.folder import EventReader, RunFolder
+from trainer.training.folder import EventReader, RunFolder
 
 POLL_SECONDS = 0.5
 _STATE_STYLES = {"running": "bold black on green", "starting": "bold black on cyan", "done": "bold black on blue",

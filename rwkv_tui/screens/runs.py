@@ -11,7 +11,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
-from trainer.run.listing import list_runs
+from trainer.training.listing import list_runs
 
 
 class RunsScreen(Screen):

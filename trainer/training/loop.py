@@ -18,10 +18,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from trainer.errors import RwkvTuiError
-from trainer.run.folder import EventWriter, RunFolder
-from trainer.run.metrics import SmoothedValue, Throughput, memory_snapshot
-from trainer.run.schedule import learning_rate
-from trainer.run.signals import StopRequest, stop_on_signals
+from trainer.training.folder import EventWriter, RunFolder
+from trainer.training.metrics import SmoothedValue, Throughput, memory_snapshot
+from trainer.training.schedule import learning_rate
+from trainer.training.signals import StopRequest, stop_on_signals
 
 RESUME_FILE = "resume.ckpt"
 
@@ -111,8 +111,8 @@ def _train(config, folder: RunFolder, events: EventWriter, *, resume: bool, stop
     from trainer.data.datasets import build_dataset
     from trainer.model import model_from_state_dict
     from trainer.peft import build_method
-    from trainer.run.outputs import save_method_output
-    from trainer.run.sampling import ResumableSampler
+    from trainer.training.outputs import save_method_output
+    from trainer.training.sampling import ResumableSampler
 
     hw, optim, data, epochs = config.hardware, config.optim, config.data, config.epochs
     state_dict, spec = load_checkpoint(config.model.path)
