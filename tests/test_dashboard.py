@@ -15,7 +15,7 @@ from rwkv_tui.app import RwkvTuiApp
 from rwkv_tui.run_view import RunView, format_duration
 from rwkv_tui.screens.dashboard import DashboardScreen
 from rwkv_tui.widgets.loss_chart import plot_braille
-from trainer.run.folder import EventWriter, RunFolder
+from trainer.training.folder import EventWriter, RunFolder
 
 T0 = 1_700_000_000.0
 
@@ -149,7 +149,7 @@ def test_opening_the_app_does_not_import_torch():
 
 
 def test_trainer_and_kernels_never_import_textual():
-    code = ("import sys, trainer, trainer.run.loop, trainer.model, trainer.checkpoint\n"
+    code = ("import sys, trainer, trainer.training.loop, trainer.model, trainer.checkpoint\n"
             "print('textual' in sys.modules or 'rwkv_tui' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from trainer.run.folder import EventReader, EventWriter, RunFolder, read_all_events
-from trainer.run.schedule import learning_rate
+from trainer.training.folder import EventReader, EventWriter, RunFolder, read_all_events
+from trainer.training.schedule import learning_rate
 
 
 def test_events_are_appended_and_tailed(tmp_path):
