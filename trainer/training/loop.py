@@ -163,7 +163,6 @@ def _train(config, folder: RunFolder, events: EventWriter, *, resume: bool, stop
         restored = fabric.load(resume_path, {"model": model, "optimizer": optimizer}, strict=False)
         step = int(restored["step"])
         smoothed = SmoothedValue.from_state(restored["smoothed"])
-        _set_rng_state(restored.get("rng"))
         method.on_step(model, step)
         events.emit("info", message=f"resumed at step {step}")
 
@@ -171,9 +170,14 @@ def _train(config, folder: RunFolder, events: EventWriter, *, resume: bool, stop
     sampler = ResumableSampler(len(dataset), seed=config.output.seed, start=step * samples_per_step,
                                length=(total_steps - step) * samples_per_step,
                                rank=fabric.global_rank, world_size=fabric.world_size)
-    loader = DataLoader(dataset, batch_size=data.micro_bsz, sampler=sampler, drop_last=True)
+    # A private generator: the loader's worker seed must not come from the global RNG, whose
+    # state (dropout) a resume restores exactly.
+    loader = DataLoader(dataset, batch_size=data.micro_bsz, sampler=sampler, drop_last=True,
+                        generator=torch.Generator().manual_seed(config.output.seed))
     loader = fabric.setup_dataloaders(loader, use_distributed_sampler=False)
     batches = iter(loader)
+    if resume:
+        _set_rng_state(restored.get("rng"))
 
     tokens_per_step = samples_per_step * data.ctx_len * fabric.world_size
     events.emit("start", step=step, total_steps=total_steps, epoch_steps=epochs.epoch_steps,

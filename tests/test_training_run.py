@@ -1,0 +1,136 @@
+"""End-to-end runs on CPU with a tiny model: the run folder, every method, resume, stop, NaN guard."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import write_tiny_checkpoint
+from trainer.config import RunConfig
+from trainer.training.folder import RunFolder, read_all_events
+from trainer.training.loop import TrainingError, run
+from trainer.training.signals import StopRequest
+
+CHAT = [
+    "User: What is water?\n\nAssistant: Water is a clear liquid.",
+    "User: Name a colour.\n\nAssistant: Blue.",
+    "User: Say hi.\n\nAssistant: Hi there!",
+    "User: Two plus two?\n\nAssistant: Four.",
+]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("train")
+    model_path, spec = write_tiny_checkpoint(directory, n_layer=2, n_embd=64, vocab_size=65536, head_size=16)
+    data = directory / "chat.jsonl"
+    data.write_text("".join(json.dumps({"text": t}) + "\n" for t in CHAT))
+    return directory, model_path, data
+
+
+def make_config(workspace, method: str, steps: int = 12, **extra) -> RunConfig:
+    directory, model_path, data = workspace
+    config = RunConfig.for_method(method)
+    config.model.path = str(model_path)
+    config.data.path = str(data)
+    config.data.ctx_len = 32
+    config.data.micro_bsz = 2
+    config.data.loading = "pad"
+    config.epochs.epoch_steps = steps
+    config.epochs.epoch_count = 1
+    config.hardware.accelerator = "cpu"
+    config.hardware.precision = "fp32"
+    config.hardware.strategy = "auto"
+    config.hardware.grad_cp = False
+    config.output.proj_dir = str(directory / "runs")
+    for key, value in extra.items():
+        section, name = key.split("__")
+        setattr(getattr(config, section), name, value)
+    return config
+
+
+def step_losses(folder) -> list[float]:
+    return [e["loss"] for e in read_all_events(RunFolder.at(folder)) if e["kind"] == "step"]
+
+
+LRS = {"full": 1e-3, "lora": 1e-2, "pissa": 1e-3, "miss": 1e-3, "lisa": 1e-3, "state": 1.0}
+
+
+@pytest.mark.parametrize("method", ["full", "lora", "pissa", "miss", "lisa", "state"])
+def test_every_method_trains_and_writes_the_run_folder(workspace, tmp_path, method):
+    extra = {"optim__lr_init": LRS[method], "optim__lr_final": LRS[method], "optim__warmup_steps": 0}
+    if method == "lisa":
+        extra.update(method__lisa_r=1, method__lisa_k=4)
+    config = make_config(workspace, method, steps=15, **extra)
+    result = run(config, tmp_path / "run")
+    folder = RunFolder.at(tmp_path / "run")
+    assert result.reason == "finished" and result.step == 15
+    assert {p.name for p in folder.path.iterdir()} >= {"config.toml", "events.jsonl", "train.log", "status.json",
+                                                      "checkpoints"}
+    events = read_all_events(folder)
+    kinds = [e["kind"] for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "done" and kinds.count("step") == 15
+    step = next(e for e in events if e["kind"] == "step")
+    for key in ("loss", "smoothed_loss", "lr", "tokens_per_s", "step", "epoch", "eta_s"):
+        assert key in step
+    assert step["wkv_op"].startswith("torch")
+    losses = step_losses(folder.path)
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3, losses
+    assert folder.read_status()["state"] == "done"
+    assert result.outputs and all(p.exists() for p in result.outputs)
+    assert not folder.pid_file.exists()
+
+
+def test_resume_after_stop_continues_the_same_loss_curve(workspace, tmp_path):
+    config = make_config(workspace, "lora", steps=10, optim__lr_init=1e-2, optim__lr_final=1e-3,
+                         optim__warmup_steps=2)
+    straight = run(config, tmp_path / "straight")
+    assert straight.step == 10
+
+    stop = StopRequest()
+    stopped = run(config, tmp_path / "resumed", stop=stop,
+                  on_step=lambda step, event: stop.request("stopped by test") if step == 4 else None)
+    assert stopped.reason == "stopped by test" and stopped.step == 4
+    done = [e for e in read_all_events(RunFolder.at(tmp_path / "resumed")) if e["kind"] == "done"]
+    assert done[-1]["reason"] == "stopped by test"
+    assert (tmp_path / "resumed" / "checkpoints" / "resume.ckpt").exists()
+
+    resumed = run(None, tmp_path / "resumed", resume=True)
+    assert resumed.step == 10 and resumed.reason == "finished"
+    assert step_losses(tmp_path / "resumed") == pytest.approx(step_losses(tmp_path / "straight"), rel=1e-4)
+
+
+def test_non_finite_loss_stops_with_a_clear_error(workspace, tmp_path, monkeypatch):
+    import trainer.training.loop as loop
+
+    calls = {"n": 0}
+    real = loop.masked_cross_entropy
+
+    def poisoned(logits, targets, mask):
+        calls["n"] += 1
+        loss = real(logits, targets, mask)
+        return loss * float("nan") if calls["n"] == 3 else loss
+
+    monkeypatch.setattr(loop, "masked_cross_entropy", poisoned)
+    config = make_config(workspace, "lora", steps=6)
+    with pytest.raises(TrainingError, match="loss became nan at step 3"):
+        run(config, tmp_path / "nan")
+    folder = RunFolder.at(tmp_path / "nan")
+    assert folder.read_status()["state"] == "failed"
+    kinds = [e["kind"] for e in read_all_events(folder)]
+    assert kinds[-2:] == ["error", "done"] and kinds.count("step") == 2
+
+
+def test_masked_cross_entropy_ignores_unmasked_tokens():
+    from trainer.training.loop import masked_cross_entropy
+
+    logits = torch.randn(1, 4, 10)
+    targets = torch.tensor([[1, 2, 3, 4]])
+    mask = torch.tensor([[0.0, 1.0, 1.0, 0.0]])
+    expected = torch.nn.functional.cross_entropy(logits[0, 1:3], targets[0, 1:3])
+    assert masked_cross_entropy(logits, targets, mask) == pytest.approx(expected.item(), rel=1e-6)
+    logits2 = logits.clone()
+    logits2[0, 0] += 100  # changes at masked-out positions do not matter
+    assert masked_cross_entropy(logits2, targets, mask) == pytest.approx(expected.item(), rel=1e-6)

@@ -1,0 +1,113 @@
+"""Adapter and state files: writing ours, reading ours and RWKV-PEFT's, merging into a base.
+
+Our adapter file is a flat `torch.save` dict of tensors under RWKV-PEFT's key names
+(`blocks.{i}.att.key.lora_A` [r, in], `.lora_B` [out, r], `.disha` [r, out],
+`.pissa_init_A/_B`, full copies of trained norms) plus one entry `rwkv_tui.metadata`:
+a uint8 tensor holding UTF-8 JSON (format, method, r, alpha, targets, base model spec).
+Everything is a tensor, so `torch.load(weights_only=True)` reads it, and a merge never
+needs settings retyped. RWKV-PEFT's files have no metadata: the method is recognised from
+the key names and LoRA's alpha must be given.
+
+State files (`{blocks.{i}.att.time_state: [H, N, N]}`, value-major) are what RWKV Runner
+mounts and equal the `rwkv` package's `state[3*i+1]` for RWKV-7.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainer.checkpoint import atomic_torch_save, load_checkpoint, load_state_dict, save_state_dict
+from trainer.errors import CheckpointError
+
+METADATA_KEY = "rwkv_tui.metadata"
+FORMAT_VERSION = 1
+
+
+def encode_metadata(metadata: dict[str, Any]) -> torch.Tensor:
+    return torch.frombuffer(bytearray(json.dumps(metadata).encode("utf-8")), dtype=torch.uint8).clone()
+
+
+def decode_metadata(tensor: torch.Tensor) -> dict[str, Any]:
+    return json.loads(bytes(tensor.tolist()).decode("utf-8"))
+
+
+def save_adapter(model, method, path: str | Path, spec, dtype: torch.dtype | None = None) -> Path:
+    """The method's trained tensors + metadata, atomically."""
+    tensors = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).cpu().contiguous()
+               for k, v in method.adapter_state_dict(model).items()}
+    metadata = {"format": "rwkv-tui-adapter", "format_version": FORMAT_VERSION, **method.metadata(),
+                "base_spec": spec.to_dict()}
+    atomic_torch_save({**tensors, METADATA_KEY: encode_metadata(metadata)}, path)
+    return Path(path)
+
+
+def save_state_file(model, path: str | Path) -> Path:
+    """`{blocks.{i}.att.time_state: [H, N, N]}` in fp32, the file RWKV Runner mounts."""
+    from trainer.peft.base import unwrap
+
+    blocks = unwrap(model).blocks
+    states = {f"blocks.{i}.att.time_state": b.att.time_state.detach().float().cpu().contiguous()
+              for i, b in enumerate(blocks) if b.att.time_state is not None}
+    if not states:
+        raise CheckpointError("the model has no tuned state to save", hint="state files come from state tuning")
+    atomic_torch_save(states, path)
+    return Path(path)
+
+
+def load_adapter_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """(tensors, metadata or None for files from other tools); a `model.` prefix is stripped."""
+    raw = load_state_dict(path)
+    metadata = decode_metadata(raw.pop(METADATA_KEY)) if METADATA_KEY in raw else None
+    tensors = {k.removeprefix("model."): v for k, v in raw.items()}
+    return tensors, metadata
+
+
+def detect_method(tensors: dict[str, torch.Tensor], path=None) -> str:
+    keys = tensors.keys()
+    if any(k.endswith(".pissa_init_A") for k in keys):
+        return "pissa"
+    if any(k.endswith(".lora_A") for k in keys):
+        return "lora"
+    if any(k.endswith(".disha") for k in keys):
+        return "miss"
+    if keys and all(k.endswith(".att.time_state") for k in keys):
+        return "state"
+    raise CheckpointError("not an adapter or state file: no lora_A, disha or time_state tensors found",
+                          path=path, hint="give the adapter .pth a run wrote (checkpoints/*-lora.pth, …)")
+
+
+def merge_into(base: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor],
+               metadata: dict[str, Any] | None, alpha: float | None = None, path=None) -> dict[str, torch.Tensor]:
+    """A full state dict: base + adapter (alpha overrides or supplies the LoRA scaling)."""
+    from trainer.peft import METHOD_CLASSES
+
+    metadata = dict(metadata or {})
+    method_name = metadata.get("method") or detect_method(tensors, path)
+    if alpha is not None:
+        metadata["alpha"] = alpha
+    missing = [k for k in tensors if k.endswith((".lora_A", ".disha")) and
+               k.rsplit(".", 1)[0] + ".weight" not in base]
+    if missing:
+        raise CheckpointError(f"the adapter does not fit this base model: no weight for {missing[0]}",
+                              path=path, hint="merge into the same base model the adapter was trained on")
+    method = METHOD_CLASSES[method_name].__new__(METHOD_CLASSES[method_name])
+    return method.merge(base, tensors, metadata)
+
+
+def merge_files(base_path, adapter_path, out_path, dtype: torch.dtype = torch.bfloat16,
+                alpha: float | None = None) -> Path:
+    base, spec = load_checkpoint(base_path)
+    tensors, metadata = load_adapter_file(adapter_path)
+    if metadata and "base_spec" in metadata:
+        trained_on = metadata["base_spec"]
+        if (trained_on["n_layer"], trained_on["n_embd"]) != (spec.n_layer, spec.n_embd):
+            raise CheckpointError(
+                f"the adapter was trained on a L{trained_on['n_layer']} C{trained_on['n_embd']} model, "
+                f"this base is L{spec.n_layer} C{spec.n_embd}", path=adapter_path,
+                hint="merge into the base model the adapter was trained on")
+    merged = merge_into(base, tensors, metadata, alpha=alpha, path=adapter_path)
+    return save_state_dict(merged, out_path, dtype=dtype)

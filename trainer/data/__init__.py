@@ -1,0 +1,1 @@
+"""Training data: jsonl validation, World-tokenized binidx, SFT loss masks, datasets."""

@@ -1,0 +1,60 @@
+"""The one small interface every fine-tuning method implements.
+
+A method wraps a loaded model in place (`apply`), says which parameters the optimizer
+sees, saves only what it trained (`adapter_state_dict` + `metadata`), merges such a file
+back into a base state dict, and may react to the step counter (LISA redraws layers).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class Method:
+    name = "base"
+
+    def apply(self, model: nn.Module) -> None:
+        raise NotImplementedError
+
+    def optimizer_parameters(self, model: nn.Module) -> list[nn.Parameter]:
+        """What the optimizer is built with (by default: what is trainable now)."""
+        return self.trainable_parameters(model)
+
+    def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
+        return [p for p in model.parameters() if p.requires_grad]
+
+    def adapter_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """The tensors a run must save for this method (official key names)."""
+        raise NotImplementedError
+
+    def metadata(self) -> dict[str, Any]:
+        """What a merge needs to know besides the tensors (method, rank, alpha…)."""
+        return {"method": self.name}
+
+    def merge(self, base: dict[str, torch.Tensor], adapter: dict[str, torch.Tensor],
+              metadata: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """A full state dict equal in function to base + adapter."""
+        raise NotImplementedError
+
+    def on_step(self, model: nn.Module, step: int) -> None:
+        """Called after every optimizer step (and with the resumed step on resume)."""
+
+    def parameter_report(self, model: nn.Module) -> tuple[int, int]:
+        trainable = sum(p.numel() for p in self.trainable_parameters(model))
+        total = sum(p.numel() for p in model.parameters())
+        return trainable, total
+
+
+def freeze(model: nn.Module) -> None:
+    for p in model.parameters():
+        p.requires_grad_(False)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The RWKV7 module under Fabric/DeepSpeed wrappers."""
+    while hasattr(model, "module") and not hasattr(model, "blocks"):
+        model = model.module
+    return model

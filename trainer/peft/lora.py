@@ -1,0 +1,131 @@
+"""LoRA and PiSSA: a low-rank branch B·A on each target matrix, base frozen.
+
+LoRA starts the branch at zero (B = 0) and scales it by alpha / r. PiSSA starts it at the
+matrix's principal components (A = √S Vᵀ, B = U √S from the top-r SVD), freezes the
+residual W − B₀A₀ as the base, and uses no scaling; its file keeps A₀, B₀ so a merge into
+the original base is W − B₀A₀ + BA.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from trainer.peft.adapted_linear import LoraLinear
+from trainer.peft.base import Method, freeze, unwrap
+from trainer.peft.targets import target_modules
+
+# Trained in full alongside the adapter when `train_extras` is on (as RWKV-PEFT does).
+EXTRA_SUFFIXES = ("ln0.weight", "ln0.bias", "ln1.weight", "ln1.bias", "ln2.weight", "ln2.bias",
+                  "ln_x.weight", "ln_x.bias", "ln_out.weight", "ln_out.bias",
+                  "att.x_r", "att.x_w", "att.x_k", "att.x_v", "att.x_a", "att.x_g", "ffn.x_k")
+
+
+class LoraMethod(Method):
+    name = "lora"
+
+    def __init__(self, r: int = 32, alpha: float = 64.0, dropout: float = 0.01,
+                 targets: list[str] | None = None, train_extras: bool = False, seed: int = 0) -> None:
+        from trainer.config import LORA_TARGETS
+
+        self.r, self.alpha, self.dropout = r, alpha, dropout
+        self.targets = list(targets or LORA_TARGETS)
+        self.train_extras = train_extras
+        self.seed = seed
+
+    def apply(self, model: nn.Module) -> None:
+        model = unwrap(model)
+        freeze(model)
+        generator = torch.Generator(device=model.emb.weight.device).manual_seed(self.seed)
+        for name, parent, attr, linear in target_modules(model, self.targets):
+            setattr(parent, attr, self._wrap(name, linear, generator))
+        if self.train_extras:
+            for name, p in model.named_parameters():
+                if name.endswith(EXTRA_SUFFIXES):
+                    p.requires_grad_(True)
+
+    def _wrap(self, name: str, linear: nn.Linear, generator) -> nn.Module:
+        return LoraLinear(linear, self.r, self.alpha, self.dropout, generator)
+
+    def adapter_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        model = unwrap(model)
+        return {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
+
+    def metadata(self) -> dict[str, Any]:
+        return {"method": self.name, "r": self.r, "alpha": self.alpha, "dropout": self.dropout,
+                "targets": self.targets, "train_extras": self.train_extras}
+
+    def merge(self, base, adapter, metadata):
+        merged = dict(base)
+        alpha = metadata.get("alpha")
+        for key, a in adapter.items():
+            if key.endswith(".lora_A"):
+                prefix = key[: -len(".lora_A")]
+                b = adapter[prefix + ".lora_B"]
+                weight = base[prefix + ".weight"]
+                scale = self._scale(alpha, b.shape[1])
+                merged[prefix + ".weight"] = (weight.float() + (b.float() @ a.float()) * scale).to(weight.dtype)
+            elif not key.endswith(".lora_B"):
+                merged[key] = adapter[key].to(base[key].dtype) if key in base else adapter[key]
+        return merged
+
+    def _scale(self, alpha, r: int) -> float:
+        if alpha is None:
+            from trainer.errors import CheckpointError
+
+            raise CheckpointError("the adapter file does not record LoRA alpha",
+                                  hint="give it with --lora-alpha (RWKV-PEFT's default scripts use 32; "
+                                       "the seeds recommend 2 × r)")
+        return float(alpha) / r
+
+
+class PissaMethod(LoraMethod):
+    name = "pissa"
+
+    def __init__(self, r: int = 32, svd_niter: int = 4, targets=None, train_extras=False, seed: int = 0, **_):
+        super().__init__(r=r, alpha=float(r), dropout=0.0, targets=targets, train_extras=train_extras, seed=seed)
+        self.svd_niter = svd_niter
+        self._init: dict[str, torch.Tensor] = {}
+
+    def _wrap(self, name: str, linear: nn.Linear, generator) -> nn.Module:
+        weight = linear.weight.detach().float()
+        if self.svd_niter > 0:
+            with torch.random.fork_rng(devices=[]):  # svd_lowrank's random projection, seeded locally
+                torch.manual_seed(self.seed)
+                u, s, v = torch.svd_lowrank(weight, q=self.r, niter=self.svd_niter)
+        else:
+            u, s, vh = torch.linalg.svd(weight, full_matrices=False)
+            u, s, v = u[:, : self.r], s[: self.r], vh[: self.r].t()
+        root = s.sqrt()
+        a = root[:, None] * v.t()          # [r, in]
+        b = u * root[None, :]              # [out, r]
+        wrapped = LoraLinear(linear, self.r, alpha=float(self.r), dropout=0.0)
+        with torch.no_grad():
+            wrapped.lora_A.copy_(a)
+            wrapped.lora_B.copy_(b)
+            linear.weight.copy_((weight - b @ a).to(linear.weight.dtype))  # the frozen residual
+        self._init[f"{name}.pissa_init_A"] = a.clone()
+        self._init[f"{name}.pissa_init_B"] = b.clone()
+        return wrapped
+
+    def adapter_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        return {**super().adapter_state_dict(model), **self._init}
+
+    def metadata(self) -> dict[str, Any]:
+        return {**super().metadata(), "svd_niter": self.svd_niter}
+
+    def merge(self, base, adapter, metadata):
+        merged = dict(base)
+        for key, a in adapter.items():
+            if key.endswith(".lora_A"):
+                prefix = key[: -len(".lora_A")]
+                b = adapter[prefix + ".lora_B"]
+                a0, b0 = adapter[prefix + ".pissa_init_A"], adapter[prefix + ".pissa_init_B"]
+                weight = base[prefix + ".weight"]
+                new = weight.float() - b0.float() @ a0.float() + b.float() @ a.float()
+                merged[prefix + ".weight"] = new.to(weight.dtype)
+            elif not key.endswith((".lora_B", ".pissa_init_A", ".pissa_init_B")):
+                merged[key] = adapter[key].to(base[key].dtype) if key in base else adapter[key]
+        return merged

@@ -1,0 +1,43 @@
+"""MiSS (RWKV-PEFT's "bone", earlier DiSHA): one shared r×out block per target matrix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from trainer.peft.adapted_linear import MissLinear, miss_delta
+from trainer.peft.base import Method, freeze, unwrap
+from trainer.peft.targets import target_modules
+
+
+class MissMethod(Method):
+    name = "miss"
+
+    def __init__(self, r: int = 32, targets: list[str] | None = None, **_) -> None:
+        from trainer.config import LORA_TARGETS
+
+        self.r = r
+        self.targets = list(targets or LORA_TARGETS)
+
+    def apply(self, model: nn.Module) -> None:
+        model = unwrap(model)
+        freeze(model)
+        for _, parent, attr, linear in target_modules(model, self.targets):
+            setattr(parent, attr, MissLinear(linear, self.r))
+
+    def adapter_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        return {name: p.detach() for name, p in unwrap(model).named_parameters() if p.requires_grad}
+
+    def metadata(self) -> dict[str, Any]:
+        return {"method": self.name, "r": self.r, "targets": self.targets}
+
+    def merge(self, base, adapter, metadata):
+        merged = dict(base)
+        for key, disha in adapter.items():
+            if key.endswith(".disha"):
+                weight_key = key[: -len(".disha")] + ".weight"
+                weight = base[weight_key]
+                merged[weight_key] = (weight.float() + miss_delta(disha.float(), weight.shape[1])).to(weight.dtype)
+        return merged

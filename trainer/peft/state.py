@@ -1,0 +1,36 @@
+"""State tuning: everything frozen; a trainable initial WKV state [H, N, N] per layer.
+
+The model starts every sequence from `blocks.{i}.att.time_state` (value-major), the
+tensor RWKV Runner mounts and the `rwkv` package's `state[3*i+1]`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from trainer.peft.base import Method, freeze, unwrap
+
+
+class StateMethod(Method):
+    name = "state"
+
+    def apply(self, model: nn.Module) -> None:
+        model = unwrap(model)
+        freeze(model)
+        spec = model.spec
+        for block in model.blocks:
+            block.att.time_state = nn.Parameter(
+                torch.zeros(spec.n_head, spec.head_size, spec.head_size, device=model.emb.weight.device))
+
+    def adapter_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        return {f"blocks.{i}.att.time_state": block.att.time_state.detach()
+                for i, block in enumerate(unwrap(model).blocks)}
+
+    def merge(self, base, adapter, metadata):
+        # A base model that carries its tuned state: loads in our trainer and chat; the rwkv
+        # package ignores unknown keys only in some versions, so state files stay the
+        # recommended way to share a tuned state.
+        merged = dict(base)
+        merged.update({k: v for k, v in adapter.items() if k.endswith(".att.time_state")})
+        return merged
