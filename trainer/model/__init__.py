@@ -44,7 +44,7 @@ def model_from_state_dict(
             path=path, hint="this RWKV-7 variant (e.g. DeepEmbed) is not supported yet")
     for key in [k for k in weights if k.endswith(".att.time_state")]:
         block = int(key.split(".")[1])
-        model.blocks[block].att.time_state = torch.nn.Parameter(torch.empty(0, device="meta"))
+        model.blocks[block].att.time_state = torch.nn.Parameter(torch.empty_like(weights[key], device="meta"))
     model.load_state_dict(weights, strict=True, assign=True)
     return model
 

@@ -1,0 +1,36 @@
+"""`rwkv-tui merge BASE.pth ADAPTER OUT.pth`: a full model in the official format."""
+
+from __future__ import annotations
+
+_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "merge", help="merge a LoRA/PiSSA/MiSS adapter or a tuned state into its base model",
+        description="Write BASE + ADAPTER as one .pth with the official key names, loadable by the rwkv "
+                    "package (RWKV Runner) and convertible for Ai00. Our adapter files carry their method, "
+                    "rank and alpha; RWKV-PEFT's LoRA files need --lora-alpha.")
+    parser.add_argument("base", help="the base model .pth the adapter was trained on")
+    parser.add_argument("adapter", help="adapter or state file (ours or RWKV-PEFT's)")
+    parser.add_argument("out", help="where to write the merged .pth")
+    parser.add_argument("--lora-alpha", type=float, help="LoRA alpha, for files that do not record it")
+    parser.add_argument("--dtype", choices=sorted(_DTYPES), default="bf16", help="dtype of the output (bf16)")
+    parser.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    parser.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from trainer.adapters import merge_files
+    from trainer.errors import CheckpointError
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise CheckpointError("output exists", path=out, hint="choose another name or pass --force")
+    merge_files(args.base, args.adapter, out, dtype=getattr(torch, _DTYPES[args.dtype]), alpha=args.lora_alpha)
+    print(f"wrote {out}")
+    return 0

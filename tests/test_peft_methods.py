@@ -1,0 +1,183 @@
+"""Fine-tuning methods: what trains, what stays frozen, and merges that equal the unmerged model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import write_tiny_checkpoint
+from rwkv_oracle import run_official
+from trainer.adapters import load_adapter_file, merge_files, merge_into, save_adapter, save_state_file
+from trainer.checkpoint import load_checkpoint, save_state_dict
+from trainer.config import RunConfig
+from trainer.errors import CheckpointError
+from trainer.model import load_model, model_from_state_dict
+from trainer.peft import build_method
+
+
+def method_for(name: str, **params):
+    config = RunConfig.for_method(name)
+    for key, value in params.items():
+        setattr(config.method, key, value)
+    return build_method(config.method, seed=3)
+
+
+def train_a_little(model, method, steps=8, lr=1e-2):
+    """A plain loop on a fixed batch; returns (first loss, last loss)."""
+    idx = torch.randint(0, model.spec.vocab_size, (2, 17), generator=torch.Generator().manual_seed(0))
+    optimizer = torch.optim.Adam(method.optimizer_parameters(model), lr=lr)
+    losses = []
+    for step in range(steps):
+        logits, _ = model(idx[:, :-1])
+        loss = F.cross_entropy(logits.flatten(0, 1), idx[:, 1:].flatten())
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        method.on_step(model, step + 1)
+        losses.append(loss.item())
+    return losses[0], losses[-1]
+
+
+@pytest.fixture
+def base(tmp_path):
+    path, spec = write_tiny_checkpoint(tmp_path, n_layer=2, n_embd=64, vocab_size=256, head_size=16)
+    return path, spec
+
+
+PARAMS = {"lora": {"r": 4, "alpha": 12.0, "dropout": 0.0}, "pissa": {"r": 4, "svd_niter": 0},
+          "miss": {"r": 8}, "state": {}, "lisa": {"lisa_r": 1, "lisa_k": 2}, "full": {}}
+
+
+@pytest.mark.parametrize("name", ["lora", "pissa", "miss", "state", "lisa", "full"])
+def test_method_lowers_loss_and_keeps_frozen_weights(base, name):
+    path, spec = base
+    model = load_model(path)
+    method = method_for(name, **PARAMS[name])
+    method.apply(model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainable_names = {n for n, p in model.named_parameters() if p.requires_grad}
+    first, last = train_a_little(model, method, lr=0.3 if name == "state" else 1e-2)
+    assert last < first
+    trainable, total = method.parameter_report(model)
+    assert 0 < trainable <= total
+    if name in ("lora", "pissa", "miss", "state"):
+        for key, value in model.state_dict().items():
+            if key not in trainable_names:
+                assert torch.equal(value, before[key]), f"{key} changed"
+    if name == "state":
+        assert trainable == spec.n_layer * spec.n_head * spec.head_size**2
+
+
+def test_lora_parameter_count_is_exact(base):
+    path, spec = base
+    model = load_model(path)
+    method = method_for("lora", r=4)
+    method.apply(model)
+    C, F_ = 64, 256
+    per_block = 4 * 4 * (C + C) + 4 * (C + F_) + 4 * (F_ + C)  # att r/k/v/o + ffn key + ffn value
+    assert method.parameter_report(model)[0] == 2 * per_block
+
+
+def test_lisa_redraws_layers_deterministically(base):
+    path, _ = base
+    model = load_model(path)
+    method = method_for("lisa", lisa_r=1, lisa_k=2)
+    method.apply(model)
+    draws = [tuple(method.layers_for_step(s, 2)) for s in range(12)]
+    assert draws == [tuple(method_for("lisa", lisa_r=1, lisa_k=2).layers_for_step(s, 2)) for s in range(12)]
+    assert len(set(draws)) == 2  # both layers get their turn
+    assert draws[0] == draws[1]  # constant within k steps
+    method.on_step(model, 0)
+    frozen = [i for i, b in enumerate(model.blocks) if not b.att.key.weight.requires_grad]
+    assert frozen == [i for i in range(2) if i not in method.active]
+    assert model.emb.weight.requires_grad and model.blocks[frozen[0]].ln1.weight.requires_grad
+
+
+@pytest.mark.parametrize("name", ["lora", "pissa", "miss", "state"])
+def test_merged_model_equals_model_plus_adapter(base, tmp_path, name):
+    path, spec = base
+    model = load_model(path)
+    method = method_for(name, **PARAMS[name])
+    method.apply(model)
+    train_a_little(model, method, steps=4, lr=0.3 if name == "state" else 1e-2)
+    adapter_path = save_adapter(model, method, tmp_path / f"{name}.pth", spec)
+    tensors, metadata = load_adapter_file(adapter_path)
+    assert metadata["method"] == name and metadata["base_spec"]["n_embd"] == 64
+    out = merge_files(path, adapter_path, tmp_path / "merged.pth", dtype=torch.float32)
+    merged = load_model(out)
+    idx = torch.randint(0, 256, (1, 40), generator=torch.Generator().manual_seed(5))
+    model.eval()
+    with torch.no_grad():
+        expected, _ = model(idx)
+        got, _ = merged(idx)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_rwkv_peft_lora_file_needs_alpha(base, tmp_path):
+    path, spec = base
+    base_sd, _ = load_checkpoint(path)
+    g = torch.Generator().manual_seed(1)
+    foreign = {"model.blocks.0.att.key.lora_A": torch.randn(8, 64, generator=g) * 0.1,
+               "model.blocks.0.att.key.lora_B": torch.randn(64, 8, generator=g) * 0.1,
+               "model.blocks.1.ln1.weight": torch.full((64,), 0.5)}
+    torch.save(foreign, tmp_path / "peft.pth")
+    tensors, metadata = load_adapter_file(tmp_path / "peft.pth")
+    assert metadata is None and "blocks.0.att.key.lora_A" in tensors
+    with pytest.raises(CheckpointError, match="alpha"):
+        merge_into(base_sd, tensors, metadata)
+    merged = merge_into(base_sd, tensors, metadata, alpha=16.0)
+    delta = merged["blocks.0.att.key.weight"] - base_sd["blocks.0.att.key.weight"]
+    expected = foreign["model.blocks.0.att.key.lora_B"] @ foreign["model.blocks.0.att.key.lora_A"] * (16.0 / 8)
+    torch.testing.assert_close(delta, expected, rtol=1e-5, atol=1e-6)
+    assert torch.equal(merged["blocks.1.ln1.weight"], torch.full((64,), 0.5))
+
+
+def test_adapter_for_another_model_is_refused(base, tmp_path):
+    path, spec = base
+    other, _ = write_tiny_checkpoint(tmp_path, n_layer=3, n_embd=64, vocab_size=256, head_size=16, name="other.pth")
+    model = load_model(path)
+    method = method_for("lora", r=4)
+    method.apply(model)
+    adapter = save_adapter(model, method, tmp_path / "a.pth", spec)
+    with pytest.raises(CheckpointError, match="trained on a L2 C64"):
+        merge_files(other, adapter, tmp_path / "m.pth")
+
+
+def test_merged_model_and_state_file_load_in_the_rwkv_package(base, tmp_path):
+    pytest.importorskip("rwkv")
+    path, spec = base
+    # LoRA -> merged .pth (bf16, the official dtype)
+    model = load_model(path)
+    method = method_for("lora", r=4, alpha=8.0, dropout=0.0)
+    method.apply(model)
+    train_a_little(model, method, steps=4)
+    adapter = save_adapter(model, method, tmp_path / "lora.pth", spec)
+    merged_path = merge_files(path, adapter, tmp_path / "merged.pth", dtype=torch.bfloat16)
+    # state tuning -> state file
+    tuned = load_model(path)
+    state_method = method_for("state")
+    state_method.apply(tuned)
+    train_a_little(tuned, state_method, steps=4, lr=0.3)
+    state_path = save_state_file(tuned, tmp_path / "state.pth")
+    states = torch.load(state_path, weights_only=True)
+    assert set(states) == {"blocks.0.att.time_state", "blocks.1.att.time_state"}
+    assert states["blocks.0.att.time_state"].shape == (4, 16, 16)
+    flat = []
+    for i in range(spec.n_layer):
+        flat += [torch.zeros(64), states[f"blocks.{i}.att.time_state"].float(), torch.zeros(64)]
+    torch.save(flat, tmp_path / "state_list.pt")
+
+    tokens = torch.randint(0, 256, (12,), generator=torch.Generator().manual_seed(9)).tolist()
+    official = run_official([
+        {"path": str(merged_path), "tokens": tokens},
+        {"path": str(path), "tokens": tokens, "state": str(tmp_path / "state_list.pt")},
+    ], tmp_path)
+    merged_model = load_model(merged_path)
+    tuned.eval()
+    with torch.no_grad():
+        ours_merged, _ = merged_model(torch.tensor([tokens]))
+        ours_state, _ = tuned(torch.tensor([tokens]))
+    rel = lambda a, b: ((a - b).norm() / b.norm()).item()  # noqa: E731
+    assert rel(ours_merged[0], official[0]["logits"]) < 1e-4
+    assert rel(ours_state[0], official[1]["logits"]) < 1e-4
