@@ -181,3 +181,29 @@ def test_merged_model_and_state_file_load_in_the_rwkv_package(base, tmp_path):
     rel = lambda a, b: ((a - b).norm() / b.norm()).item()  # noqa: E731
     assert rel(ours_merged[0], official[0]["logits"]) < 1e-4
     assert rel(ours_state[0], official[1]["logits"]) < 1e-4
+
+
+def test_ai00_export_of_model_and_state(base, tmp_path):
+    from safetensors.torch import load_file
+
+    from rwkv_tui.cli import main
+
+    path, spec = base
+    tuned = load_model(path)
+    method = method_for("state")
+    method.apply(tuned)
+    train_a_little(tuned, method, steps=2, lr=0.3)
+    state_path = save_state_file(tuned, tmp_path / "state.pth")
+    assert main(["export", str(state_path), "--ai00", str(tmp_path / "state.st")]) == 0
+    assert main(["export", str(path), "--ai00", str(tmp_path / "model.st")]) == 0
+    st = load_file(str(tmp_path / "state.st"))
+    original = torch.load(state_path, weights_only=True)["blocks.1.att.time_state"]
+    assert st["blocks.1.att.time_state"].dtype == torch.float16
+    torch.testing.assert_close(st["blocks.1.att.time_state"].float(), original.transpose(-1, -2), rtol=1e-3, atol=1e-3)
+    model_st = load_file(str(tmp_path / "model.st"))
+    assert model_st["emb.weight"].dtype == torch.float16 and model_st["emb.weight"].shape == (256, 64)
+    lora = method_for("lora", r=4)
+    m = load_model(path)
+    lora.apply(m)
+    adapter = save_adapter(m, lora, tmp_path / "a.pth", spec)
+    assert main(["export", str(adapter), "--ai00", str(tmp_path / "a.st")]) == 2
