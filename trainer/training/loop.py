@@ -111,7 +111,7 @@ def _train(config, folder: RunFolder, events: EventWriter, *, resume: bool, stop
     from trainer.data.datasets import build_dataset
     from trainer.model import model_from_state_dict
     from trainer.peft import build_method
-    from trainer.training.outputs import save_method_output
+    from trainer.training.outputs import finish_outputs, save_method_output
     from trainer.training.sampling import ResumableSampler
 
     hw, optim, data, epochs = config.hardware, config.optim, config.data, config.epochs
@@ -266,6 +266,12 @@ def _train(config, folder: RunFolder, events: EventWriter, *, resume: bool, stop
 
     if saved_at_step != step:  # a stop between epochs, or a last epoch that epoch_save skipped
         save("final" if reason == "finished" else f"step{step}")
+    if reason == "finished" and fabric.is_global_zero:
+        merged = finish_outputs(config, outputs, folder.checkpoints)
+        outputs.extend(merged)
+        if merged:
+            events.emit("checkpoint", step=step, epoch=step // epochs.epoch_steps + epochs.epoch_begin,
+                        files=[str(p) for p in merged])
     state = "done" if reason == "finished" else "stopped"
     events.emit("done", reason=reason, step=step, outputs=[str(p) for p in outputs])
     folder.write_status(state=state, step=step, outputs=[str(p) for p in outputs])

@@ -3,7 +3,7 @@
     checkpoints/<tag>-model.pth    full fine-tune / LISA: the whole model, official names and dtype
     checkpoints/<tag>-<method>.pth LoRA, PiSSA, MiSS: the adapter only (small; carries its metadata)
     checkpoints/<tag>-state.pth    state tuning: {blocks.i.att.time_state: [H,N,N]} for RWKV Runner
-    checkpoints/final-merged.pth   adapter methods, at the end: base + adapter merged, ready to chat with
+    checkpoints/final-merged.pth   adapter methods, when the run finishes: base + adapter merged
 
 All files are written atomically.
 """
@@ -29,14 +29,15 @@ def save_method_output(model, method, spec, config, directory: Path, tag: str) -
         return [save_state_dict(model.state_dict(), directory / f"{tag}-model.pth", dtype=dtype)]
     if name == "state":
         return [save_state_file(model, directory / f"{tag}-state.pth")]
-    path = save_adapter(model, method, directory / f"{tag}-{name}.pth", spec)
-    paths = [path]
-    if tag == "final":
-        paths.append(merge_adapter_file(config.model.path, path, directory / "final-merged.pth", dtype))
-    return paths
+    return [save_adapter(model, method, directory / f"{tag}-{name}.pth", spec)]
 
 
-def merge_adapter_file(base_path, adapter_path, out_path: Path, dtype: torch.dtype) -> Path:
+def finish_outputs(config, last_outputs: list[Path], directory: Path) -> list[Path]:
+    """After a finished run of an adapter method: the merged model, ready to load anywhere."""
     from trainer.adapters import merge_files
 
-    return merge_files(base_path, adapter_path, out_path, dtype=dtype)
+    if config.method.name in (*_WHOLE_MODEL_METHODS, "state") or not last_outputs:
+        return []
+    merged = merge_files(config.model.path, last_outputs[-1], directory / "final-merged.pth",
+                         dtype=_SAVE_DTYPES[config.output.save_dtype])
+    return [merged]
