@@ -34,3 +34,43 @@ def spec_table(spec: ModelSpec, title: str | None = None) -> Table:
     for label, value in spec_rows(spec):
         table.add_row(label, value)
     return table
+
+
+def data_report(report) -> "Group":
+    """A `CheckReport` as a person reads it: summary, then problems with line numbers."""
+    from rich.console import Group
+    from rich.text import Text
+
+    summary = Table(show_header=False, title=f"{report.path}", title_justify="left")
+    summary.add_column(style="bold cyan")
+    summary.add_column()
+    summary.add_row("samples", f"{report.samples:,} of {report.lines:,} lines")
+    summary.add_row("formats", ", ".join(f"{n:,} {f}" for f, n in sorted(report.formats.items())) or "–")
+    stats = report.token_stats()
+    if stats:
+        summary.add_row("tokens", f"min {stats['min']:,} · median {stats['median']:,} · p95 {stats['p95']:,} · "
+                                  f"max {stats['max']:,} · total {report.total_tokens:,}")
+    summary.add_row(f"over ctx_len {report.ctx_len}", f"{report.over_ctx_len:,} samples would be cut")
+    summary.add_row("duplicates", f"{report.duplicates:,}")
+    summary.add_row("steps per epoch", f"{report.steps_per_epoch:,} at micro_bsz {report.micro_bsz} "
+                                       "(one document per sample)")
+    n_err = len(report.errors) + report.suppressed.get("error", 0)
+    n_warn = len(report.warnings) + report.suppressed.get("warning", 0)
+    verdict = Text(f"{n_err} error(s), {n_warn} warning(s)", style="bold red" if n_err else
+                   ("bold yellow" if n_warn else "bold green"))
+    lines = Text()
+    for issue in report.issues:
+        style = "red" if issue.severity == "error" else "yellow"
+        where = issue.location() if issue.line else "file"
+        lines.append(f"{issue.severity:<7} {where}: ", style=f"bold {style}")
+        lines.append(issue.message + "\n")
+        if issue.excerpt:
+            lines.append(f"          {issue.excerpt}\n", style="dim")
+        if issue.hint:
+            lines.append(f"          fix: {issue.hint}\n", style="italic")
+    hidden = sum(report.suppressed.values())
+    if hidden:
+        lines.append(f"… and {hidden} more of the same kinds\n", style="dim")
+    if report.cancelled:
+        lines.append("check cancelled: the figures cover the lines read so far\n", style="bold yellow")
+    return Group(summary, verdict, lines)

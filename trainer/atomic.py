@@ -20,6 +20,7 @@ def atomic_output(path: str | Path, mode: str = "wb") -> Iterator:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _default_permissions(fd)
     try:
         with os.fdopen(fd, mode) as handle:
             yield handle
@@ -54,3 +55,40 @@ def fsync_directory(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_outputs(paths: list[str | Path], mode: str = "wb") -> Iterator[list]:
+    """Several files that must appear together (a .bin and its .idx): all are written to
+    temporary files and renamed only once every one of them is complete."""
+    paths = [Path(p) for p in paths]
+    handles, temps = [], []
+    try:
+        for path in paths:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            temps.append(tmp)
+            _default_permissions(fd)
+            handles.append(os.fdopen(fd, mode))
+        yield handles
+        for handle in handles:
+            handle.flush()
+            os.fsync(handle.fileno())
+            handle.close()
+        for tmp, path in zip(temps, paths):
+            os.replace(tmp, path)
+        for directory in {p.parent for p in paths}:
+            fsync_directory(directory)
+    except BaseException:
+        for handle in handles:
+            handle.close()
+        for tmp in temps:
+            Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _default_permissions(fd: int) -> None:
+    """mkstemp creates 0600 files; outputs get the usual 0666 minus the umask, like open() gives."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.atomic import atomic_output
+from trainer.atomic import atomic_outputs
 from trainer.errors import DataError
 
 MAGIC = b"MMIDIDX\x00\x00"
@@ -70,22 +70,57 @@ class BinIdx:
         return int(self.sizes.sum())
 
 
+class BinIdxWriter:
+    """Streams documents into `.bin` (and optionally an SFT mask sidecar), then writes `.idx`.
+    Use as a context manager: the files appear together, only if the block succeeds."""
+
+    def __init__(self, prefix: str | Path, dtype=np.uint16, with_mask: bool = False) -> None:
+        self.prefix = prefix_of(prefix)
+        self.dtype = np.dtype(dtype)
+        self.with_mask = with_mask
+        self.sizes: list[int] = []
+        self._context = None
+
+    @property
+    def paths(self) -> list[Path]:
+        paths = [self.prefix.with_suffix(".bin"), self.prefix.with_suffix(".idx")]
+        return paths + ([mask_path(self.prefix)] if self.with_mask else [])
+
+    def __enter__(self) -> "BinIdxWriter":
+        self._context = atomic_outputs(self.paths)
+        handles = self._context.__enter__()
+        self._bin, self._idx = handles[0], handles[1]
+        self._mask = handles[2] if self.with_mask else None
+        return self
+
+    def add(self, tokens, mask=None) -> None:
+        array = np.asarray(tokens, dtype=self.dtype)
+        self._bin.write(array.tobytes())
+        if self._mask is not None:
+            self._mask.write(np.asarray(mask, dtype=np.uint8).tobytes())
+        self.sizes.append(len(array))
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            size_array = np.asarray(self.sizes, dtype=np.int32)
+            pointers = np.zeros(len(self.sizes), dtype=np.int64)
+            if self.sizes:
+                pointers[1:] = np.cumsum(size_array[:-1], dtype=np.int64) * self.dtype.itemsize
+            doc_idx = np.arange(len(self.sizes) + 1, dtype=np.int64)  # json2binidx's layout: n + 1 entries
+            self._idx.write(MAGIC + struct.pack("<QBQQ", 1, _CODE_OF[self.dtype], len(self.sizes), len(doc_idx)))
+            self._idx.write(size_array.tobytes() + pointers.tobytes() + doc_idx.tobytes())
+        return self._context.__exit__(exc_type, exc, tb)
+
+
+def mask_path(prefix: str | Path) -> Path:
+    """The SFT mask sidecar: one uint8 per token of `.bin` (1 = the token is trained as a
+    target: Assistant/Response content and its end of turn), same order as `.bin`."""
+    return prefix_of(prefix).with_suffix(".sftmask")
+
+
 def write_binidx(prefix: str | Path, documents, dtype=np.uint16) -> Path:
-    """Write documents (iterables of token ids) atomically: both files appear only on success."""
-    prefix = prefix_of(prefix)
-    dtype = np.dtype(dtype)
-    sizes: list[int] = []
-    with atomic_output(prefix.with_suffix(".bin")) as out:
+    """Write documents (iterables of token ids) atomically."""
+    with BinIdxWriter(prefix, dtype) as writer:
         for doc in documents:
-            array = np.asarray(doc, dtype=dtype)
-            out.write(array.tobytes())
-            sizes.append(len(array))
-    size_array = np.asarray(sizes, dtype=np.int32)
-    pointers = np.zeros(len(sizes), dtype=np.int64)
-    if sizes:
-        pointers[1:] = np.cumsum(size_array[:-1], dtype=np.int64) * dtype.itemsize
-    doc_idx = np.arange(len(sizes) + 1, dtype=np.int64)  # json2binidx's layout: n + 1 entries
-    with atomic_output(prefix.with_suffix(".idx")) as out:
-        out.write(MAGIC + struct.pack("<QBQQ", 1, _CODE_OF[dtype], len(sizes), len(doc_idx)))
-        out.write(size_array.tobytes() + pointers.tobytes() + doc_idx.tobytes())
-    return prefix
+            writer.add(doc)
+    return writer.prefix

@@ -112,10 +112,18 @@ def load_jsonl_corpus(path: str | Path) -> Corpus:
 
 
 def load_binidx_corpus(prefix: str | Path) -> Corpus:
-    from trainer.data.binidx import BinIdx
+    from trainer.data.binidx import BinIdx, mask_path
 
     data = BinIdx(prefix)
     offsets = np.zeros(len(data) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum(data.sizes, dtype=np.int64)
     tokens = np.asarray(data.tokens[: int(offsets[-1])])
-    return Corpus(tokens, np.ones(len(tokens), dtype=np.uint8), offsets)
+    sidecar = mask_path(data.prefix)
+    if sidecar.exists():  # written by `rwkv-tui data prepare --sft-mask`
+        masks = np.fromfile(sidecar, dtype=np.uint8)
+        if len(masks) != len(tokens):
+            raise DataError(f"the SFT mask has {len(masks)} entries for {len(tokens)} tokens", path=sidecar,
+                            hint="re-create the data with `rwkv-tui data prepare --sft-mask`")
+    else:
+        masks = np.ones(len(tokens), dtype=np.uint8)
+    return Corpus(tokens, masks, offsets)
