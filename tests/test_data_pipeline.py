@@ -128,7 +128,7 @@ def test_prepare_round_trips_through_an_independent_reader(tmp_path, capsys):
 def test_magic_prime_matches_make_data_rule():
     assert magic_prime(96, 4) == 23  # 96 // 4 - 1 = 23: prime and 23 % 3 == 2
     assert magic_prime(1000, 10) == 89  # 99, 98, … 89 is the first prime ≡ 2 (mod 3)
-    assert magic_prime(10, 10) is None
+    assert magic_prime(29, 10) is None  # fewer than 3 × ctx_len tokens
 
 
 def test_make_data_layout_is_read(tmp_path):
@@ -161,16 +161,13 @@ def test_interrupted_prepare_leaves_nothing(tmp_path, monkeypatch):
     import trainer.data.prepare as prepare
 
     source = write_jsonl(tmp_path / "chat.jsonl", GOOD)
-    real_add = prepare.BinIdxWriter.add
-    calls = {"n": 0}
+    real_add_many = prepare.BinIdxWriter.add_many
 
-    def failing_add(self, tokens, mask=None):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        real_add(self, tokens, mask)
+    def failing_add_many(self, tokens, sizes, masks=None):
+        real_add_many(self, tokens, sizes, masks)  # some output is already written…
+        raise KeyboardInterrupt  # …when the user presses Ctrl-C
 
-    monkeypatch.setattr(prepare.BinIdxWriter, "add", failing_add)
+    monkeypatch.setattr(prepare.BinIdxWriter, "add_many", failing_add_many)
     with pytest.raises(KeyboardInterrupt):
         prepare_binidx(source, tmp_path / "out" / "chat", workers=1)
     assert list((tmp_path / "out").iterdir()) == []

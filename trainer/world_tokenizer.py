@@ -88,24 +88,31 @@ class WorldTokenizer:
         self._bytes: list[bytes | None] = [None] * VOCAB_SIZE
         for idx, data in table.items():
             self._bytes[idx] = data
-        self._python = GreedyEncoder(table)
+        self._table = table
+        self._python_encoder: GreedyEncoder | None = None  # built on first use: only needed without Rust
         self._rust = _rust_encoder(self.vocab_path) if use_rust else None
+
+    @property
+    def _python(self) -> GreedyEncoder:
+        if self._python_encoder is None:
+            self._python_encoder = GreedyEncoder(self._table)
+        return self._python_encoder
 
     @property
     def backend(self) -> str:
         return "rust" if self._rust is not None else "python"
 
     def encode(self, text: str) -> list[int]:
-        data = _utf8(text)  # validates, and is what the pure-Python path needs anyway
-        if self._rust is not None:
-            return list(self._rust.encode(text))
-        return self._python.encode_bytes(data)
+        return self.encode_batch([text])[0]
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         if self._rust is not None:
-            for text in texts:
-                _utf8(text)
-            return [list(ids) for ids in self._rust.encode_batch(list(texts))]
+            try:
+                return self._rust.encode_batch(list(texts))
+            except UnicodeEncodeError:  # a lone surrogate: find it and say where
+                for text in texts:
+                    _utf8(text)
+                raise
         return [self._python.encode_bytes(_utf8(t)) for t in texts]
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:

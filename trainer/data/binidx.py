@@ -100,6 +100,13 @@ class BinIdxWriter:
             self._mask.write(np.asarray(mask, dtype=np.uint8).tobytes())
         self.sizes.append(len(array))
 
+    def add_many(self, tokens: np.ndarray, sizes: np.ndarray, masks: np.ndarray | None = None) -> None:
+        """Several documents at once: `tokens` back to back, `sizes` their lengths."""
+        self._bin.write(np.asarray(tokens, dtype=self.dtype).tobytes())
+        if self._mask is not None:
+            self._mask.write(np.asarray(masks, dtype=np.uint8).tobytes())
+        self.sizes.extend(int(s) for s in sizes)
+
     def __exit__(self, exc_type, exc, tb):
         if exc_type is None:
             size_array = np.asarray(self.sizes, dtype=np.int32)

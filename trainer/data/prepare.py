@@ -26,8 +26,10 @@ import numpy as np
 
 from trainer.data.binidx import BinIdxWriter, mask_path, prefix_of
 from trainer.errors import DataError
+from trainer.world_tokenizer import get_tokenizer
 
 CHUNK_LINES = 2048
+WRITE_BATCH_DOCS = 4096  # documents gathered per write: bounded memory, no per-document Python work
 
 
 @dataclass
@@ -58,56 +60,80 @@ def is_prime(n: int) -> bool:
 
 
 def magic_prime(tokens: int, ctx_len: int) -> int | None:
-    """RWKV-LM's sampler stride: the largest prime p ≤ tokens // ctx_len − 1 with p % 3 == 2."""
+    """RWKV-LM's sampler stride: the largest prime p ≤ tokens // ctx_len − 1 with p % 3 == 2
+    (make_data.py gives none for less than 3 × ctx_len tokens)."""
+    if tokens < 3 * ctx_len:
+        return None
     for p in range(tokens // ctx_len - 1, 1, -1):
         if p % 3 == 2 and is_prime(p):
             return p
     return None
 
 
-def _line_offsets(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Byte offset and line number of every non-blank line (8+8 bytes a line: flat enough)."""
-    offsets, numbers = [], []
-    position = 0
+def _chunks(path: Path, lines_per_chunk: int = CHUNK_LINES) -> list[tuple[int, int, int]]:
+    """(start byte, end byte, first line number) of consecutive blocks of about
+    `lines_per_chunk` lines: workers read whole blocks, the main process never holds the data."""
+    chunks, start, line_no, position, first = [], 0, 0, 0, 1
     with path.open("rb") as handle:
-        for line_no, raw in enumerate(handle, start=1):
-            if raw.strip():
-                offsets.append(position)
-                numbers.append(line_no)
+        for raw in handle:
+            line_no += 1
             position += len(raw)
-    return np.asarray(offsets, dtype=np.int64), np.asarray(numbers, dtype=np.int64)
+            if line_no - first + 1 >= lines_per_chunk:
+                chunks.append((start, position, first))
+                start, first = position, line_no + 1
+    if position > start:
+        chunks.append((start, position, first))
+    return chunks
 
 
-def _tokenize_chunk(job: tuple[str, list[int], list[int], bool]):
-    """Worker: read lines at the given offsets, return (tokens, sizes, masks) or an error."""
+def _tokenize_chunk(job: tuple[str, int, int, int, bool]):
+    """Worker: tokenize one block of lines; returns ("ok", tokens, sizes, masks) or ("error", line)."""
+    import gc
+
     from trainer.data.sft import token_mask
     from trainer.world_tokenizer import get_tokenizer
 
-    path, offsets, line_numbers, with_mask = job
+    # Millions of small int lists would trigger the cyclic GC over and over for nothing.
+    gc.disable()
+    path, start, end, first_line, with_mask = job
     tokenizer = get_tokenizer()
-    texts = []
     with open(path, "rb") as handle:
-        for offset, line_no in zip(offsets, line_numbers):
-            handle.seek(offset)
-            raw = handle.readline()
-            if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]
-            try:
-                text = json.loads(raw.decode("utf-8"))["text"]
-                if not isinstance(text, str) or not text:
-                    raise ValueError
-            except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-                return ("error", line_no)
-            texts.append(text)
+        handle.seek(start)
+        block = handle.read(end - start)
+    texts = []
+    for line_no, raw in enumerate(block.split(b"\n"), start=first_line):
+        if not raw.strip():
+            continue
+        if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        try:
+            text = json.loads(raw.decode("utf-8"))["text"]
+            if not isinstance(text, str) or not text:
+                raise ValueError
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            return ("error", line_no)
+        texts.append(text)
+    if not texts:
+        return ("ok", np.zeros(0, np.uint16), np.zeros(0, np.int64), np.zeros(0, np.uint8) if with_mask else None)
     token_lists = tokenizer.encode_batch(texts)
     sizes = np.fromiter((len(ids) + 1 for ids in token_lists), dtype=np.int64, count=len(texts))
-    tokens = np.fromiter((t for ids in token_lists for t in (*ids, 0)), dtype=np.uint16, count=int(sizes.sum()))
+    flat: list[int] = []
+    for ids in token_lists:  # one list, one conversion: far cheaper than an array per document
+        flat.extend(ids)
+        flat.append(0)
+    tokens = np.array(flat, dtype=np.uint16)
     masks = None
     if with_mask:
         masks = np.concatenate([
             token_mask(text, np.fromiter((len(tokenizer.token_bytes(i)) for i in ids), np.int64, len(ids)))
             for text, ids in zip(texts, token_lists)])
     return ("ok", tokens, sizes, masks)
+
+
+def _gather_index(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Token positions of the given documents, in order: concatenated aranges, vectorised."""
+    ends = np.cumsum(sizes)
+    return np.arange(int(ends[-1]) if len(ends) else 0) + np.repeat(starts - (ends - sizes), sizes)
 
 
 def prepare_binidx(
@@ -134,14 +160,14 @@ def prepare_binidx(
     if existing and not force:
         raise DataError("output exists", path=existing[0], hint="choose another --out or pass --force")
 
-    offsets, line_numbers = _line_offsets(source)
-    if not len(offsets):
-        raise DataError("the file has no samples", path=source)
+    chunks = _chunks(source)
     workers = workers or os.cpu_count() or 1
     prefix.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".rwkv-prepare-", dir=prefix.parent) as staging:
         stage = Path(staging)
-        doc_sizes, total = _tokenize_to_staging(source, offsets, line_numbers, sft_mask, workers, stage, progress)
+        doc_sizes, total = _tokenize_to_staging(source, chunks, sft_mask, workers, stage, progress)
+        if not len(doc_sizes):
+            raise DataError("the file has no samples", path=source)
         tokens = np.memmap(stage / "tokens.u16", dtype=np.uint16, mode="r") if total else np.zeros(0, np.uint16)
         masks = (np.memmap(stage / "masks.u8", dtype=np.uint8, mode="r") if sft_mask and total else None)
         starts = np.concatenate([[0], np.cumsum(doc_sizes)[:-1]])
@@ -150,22 +176,23 @@ def prepare_binidx(
         with BinIdxWriter(prefix, with_mask=sft_mask) as writer:
             for r in range(repeat):
                 # An independent shuffle per repeat, as make_data.py does (seeded here).
-                for i in np.random.default_rng([seed, r]).permutation(n):
-                    lo, hi = int(starts[i]), int(starts[i] + doc_sizes[i])
-                    writer.add(tokens[lo:hi], masks[lo:hi] if masks is not None else None)
-                    written += hi - lo
+                order = np.random.default_rng([seed, r]).permutation(n)
+                for batch in np.array_split(order, max(1, n // WRITE_BATCH_DOCS)):
+                    index = _gather_index(starts[batch], doc_sizes[batch])
+                    writer.add_many(tokens[index], doc_sizes[batch], masks[index] if masks is not None else None)
+                    written += len(index)
                 if progress:
                     progress("write", r + 1, repeat, written)
         del tokens, masks
     return PrepareResult(prefix, n * repeat, written, magic_prime(written, ctx_len), ctx_len)
 
 
-def _tokenize_to_staging(source, offsets, line_numbers, sft_mask, workers, stage: Path, progress):
-    jobs = [(str(source), offsets[i: i + CHUNK_LINES].tolist(), line_numbers[i: i + CHUNK_LINES].tolist(), sft_mask)
-            for i in range(0, len(offsets), CHUNK_LINES)]
+def _tokenize_to_staging(source, chunks, sft_mask, workers, stage: Path, progress):
+    jobs = [(str(source), start, end, first_line, sft_mask) for start, end, first_line in chunks]
     sizes: list[np.ndarray] = []
     total = 0
     with open(stage / "tokens.u16", "wb") as token_file, open(stage / "masks.u8", "wb") as mask_file:
+        get_tokenizer()  # load the vocabulary once; forked workers share it
         pool = get_context("fork").Pool(workers) if workers > 1 and len(jobs) > 1 else None
         try:
             results = pool.imap(_tokenize_chunk, jobs) if pool else map(_tokenize_chunk, jobs)
@@ -185,4 +212,4 @@ def _tokenize_to_staging(source, offsets, line_numbers, sft_mask, workers, stage
             if pool is not None:
                 pool.terminate()
                 pool.join()
-    return np.concatenate(sizes), total
+    return (np.concatenate(sizes) if sizes else np.zeros(0, np.int64)), total
