@@ -149,9 +149,9 @@ class RunConfig:
         config = cls()
         config.method.name = name
         for dotted, value in METHOD_DEFAULTS[name].items():
-            _set(config, dotted, value)
+            set_field(config, dotted, value)
         for key, value in overrides.items():
-            _set(config, key.replace("__", "."), value)
+            set_field(config, key.replace("__", "."), value)
         return config
 
 
@@ -205,12 +205,12 @@ def _suggest(name: str) -> str:
     return f"did you mean {close[0]!r}?" if close else "see `rwkv-tui presets show` for every setting"
 
 
-def _get(config: RunConfig, dotted: str):
+def get_field(config: RunConfig, dotted: str):
     section, name = dotted.split(".", 1)
     return getattr(getattr(config, section), name)
 
 
-def _set(config: RunConfig, dotted: str, value: Any) -> None:
+def set_field(config: RunConfig, dotted: str, value: Any) -> None:
     _field(dotted)
     section, name = dotted.split(".", 1)
     setattr(getattr(config, section), name, value)
@@ -258,7 +258,7 @@ def config_from_dict(data: dict[str, Any], source: str | Path | None = None) -> 
             if dotted not in _FIELDS:
                 raise ConfigError(f"unknown setting {dotted!r}", path=source, field=dotted, hint=_suggest(dotted))
             try:
-                _set(config, dotted, _coerce(dotted, value))
+                set_field(config, dotted, coerce_value(dotted, value))
             except ConfigError as exc:
                 exc.path = str(source) if source else None
                 problems.append(exc)
@@ -310,7 +310,7 @@ _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 
 
-def _coerce(dotted: str, value: Any) -> Any:
+def coerce_value(dotted: str, value: Any) -> Any:
     """Check and convert a value (from TOML or a command line) to the field's type."""
     leaf = _field(dotted)
     default = _leaf_default(leaf)
@@ -371,11 +371,11 @@ def apply_overrides(config: RunConfig, assignments: list[str]) -> RunConfig:
     for key, value in parsed:
         if key == "method.name":
             changes = config_to_dict(new, only_changes=True)
-            changes["method"]["name"] = _coerce(key, value)
+            changes["method"]["name"] = coerce_value(key, value)
             new = config_from_dict(changes)
     for key, value in parsed:
         if key != "method.name":
-            _set(new, key, _coerce(key, value))
+            set_field(new, key, coerce_value(key, value))
     return new
 
 
@@ -404,7 +404,7 @@ def validate(config: RunConfig, spec=None, *, cuda_available: bool | None = None
 
     for dotted, leaf in iter_fields():  # types and choices (a config edited by hand may be wrong)
         try:
-            _coerce(dotted, _get(config, dotted))
+            coerce_value(dotted, get_field(config, dotted))
         except ConfigError as exc:
             problem(dotted, exc.message, exc.hint or "")
     m, d, e, o, hw = config.method, config.data, config.epochs, config.optim, config.hardware

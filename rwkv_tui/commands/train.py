@@ -15,7 +15,7 @@ def register(subparsers) -> None:
         description="Run a fine-tune without the UI. Progress goes to the terminal and to the run folder "
                     "(events.jsonl, train.log, status.json, checkpoints/), which `rwkv-tui attach` can follow.",
     )
-    parser.add_argument("config", nargs="?", help="a preset or config .toml (not needed with --resume)")
+    parser.add_argument("config", nargs="?", help="a preset name or config .toml (optional with --set or --resume)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config field, e.g. --set optim.lr_init=1e-4 (repeatable)")
     parser.add_argument("--run-dir", help="the run folder (default: <output.proj_dir>/<method>-<time>)")
@@ -31,8 +31,8 @@ def run(args) -> int:
     if args.resume:
         config, run_dir = None, Path(args.resume)
     else:
-        if not args.config:
-            raise ConfigError("give a config/preset .toml, or --resume RUN_DIR",
+        if not args.config and not args.overrides:
+            raise ConfigError("give a config/preset .toml (or --set settings), or --resume RUN_DIR",
                               hint="presets: `rwkv-tui presets list`; or build one in the wizard (`rwkv-tui`)")
         config = _load(args.config, args.overrides)
         run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(config)
@@ -51,10 +51,12 @@ def run(args) -> int:
     return 0
 
 
-def _load(path: str, overrides: list[str]):
-    from trainer.config import apply_overrides, load_config
+def _load(path: str | None, overrides: list[str]):
+    from trainer.config import RunConfig, apply_overrides, load_config
 
-    config = load_config(path)
+    from trainer.presets import find_preset
+
+    config = load_config(find_preset(path)) if path else RunConfig()
     return apply_overrides(config, overrides) if overrides else config
 
 

@@ -15,13 +15,16 @@ _WELCOME = (
 
 
 class HomeScreen(Screen):
-    def __init__(self, runs_root: str = "runs") -> None:
+    def __init__(self, runs_root: str = "runs", demo_dir: str = "rwkv-tui-demo") -> None:
         super().__init__()
         self.runs_root = runs_root
+        self.demo_dir = demo_dir
 
     def compose(self) -> ComposeResult:
         yield Static(_WELCOME, classes="screen-title")
         yield OptionList(
+            Option("New fine-tune — model, hardware, method, data, parameters, start", id="new"),
+            Option("Try the demo — a tiny model and built-in data, on this CPU, in about a minute", id="demo"),
             Option("Runs — watch, attach to or resume a fine-tune", id="runs"),
             Option("Quit", id="quit"),
             id="home-menu",
@@ -30,9 +33,29 @@ class HomeScreen(Screen):
 
     @on(OptionList.OptionSelected)
     def _choose(self, event: OptionList.OptionSelected) -> None:
-        if event.option.id == "runs":
+        if event.option.id == "new":
+            from rwkv_tui.screens.wizard import WizardState, screen_for
+
+            self.app.push_screen(screen_for("model", WizardState()))
+        elif event.option.id == "demo":
+            self.start_demo()
+        elif event.option.id == "runs":
             from rwkv_tui.screens.runs import RunsScreen
 
             self.app.push_screen(RunsScreen(self.runs_root))
         elif event.option.id == "quit":
             self.app.exit()
+
+    def start_demo(self) -> None:
+        """Create the demo workspace (in a worker: it builds a model) and open the wizard on it."""
+        self.notify("creating the demo model and data…")
+        self.run_worker(self._make_demo, thread=True, exclusive=True)
+
+    def _make_demo(self) -> None:
+        from rwkv_tui.screens.wizard import WizardState, screen_for
+        from trainer.config import load_config
+        from trainer.demo import create_demo
+
+        workspace = create_demo(self.demo_dir)
+        state = WizardState(config=load_config(workspace.config))
+        self.app.call_from_thread(self.app.push_screen, screen_for("model", state))

@@ -1,0 +1,184 @@
+"""Step 4: choose and check the training data; preview what the model will learn."""
+
+from __future__ import annotations
+
+import json
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.widgets import Button, Input, ProgressBar, RichLog, Sparkline, Static
+
+from rwkv_tui.screens.wizard.base import WizardStep
+
+_ROLE_STYLE = {"User": "bold cyan", "System": "bold magenta", "Instruction": "bold cyan", "Input": "bold blue",
+               "Assistant": "bold green", "Response": "bold green"}
+
+
+def histogram(counts: list[int], bins: int = 24) -> list[float]:
+    if not counts:
+        return []
+    top = max(counts) + 1
+    hist = [0.0] * bins
+    for n in counts:
+        hist[min(bins - 1, n * bins // top)] += 1
+    return hist
+
+
+def preview_text(sample: str) -> Text:
+    """Roles in colour; the trained (loss-masked-in) answer text underlined."""
+    from trainer.data.sft import ANSWER_ROLES, role_spans
+
+    text = Text()
+    spans = role_spans(sample)
+    if not spans:
+        return Text(sample[:600], style="underline")
+    cursor = 0
+    for role, start, end in spans:
+        label_start = sample.rfind(role + ":", cursor, start)
+        text.append(sample[cursor:label_start])
+        text.append(sample[label_start:start], style=_ROLE_STYLE.get(role, "bold"))
+        text.append(sample[start:end], style="underline green" if role in ANSWER_ROLES else "")
+        cursor = end
+    return text
+
+
+class DataScreen(WizardStep):
+    step = "data"
+
+    def body(self) -> ComposeResult:
+        yield Static("A .jsonl with one {\"text\": …} per line (User:/Assistant:, System:, Instruction:/Input:/"
+                     "Response: or plain text), or a binidx prefix. Enter checks it line by line.", classes="help")
+        with Horizontal(classes="inline-fields"):
+            yield Input(value=self.state.config.data.path, placeholder="/path/to/data.jsonl", id="data-path")
+            yield Button("Prepare binidx", id="prepare")
+        yield ProgressBar(id="check-progress", show_eta=False)
+        yield Static(id="data-summary")
+        yield Sparkline([], id="length-histogram")
+        yield Static(id="sample-preview")
+        yield RichLog(id="data-issues", max_lines=300, wrap=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#length-histogram").border_title = "token lengths"
+        if self.state.config.data.path:
+            self.run_check(self.state.config.data.path)
+
+    @on(Input.Submitted, "#data-path")
+    def _submitted(self, event: Input.Submitted) -> None:
+        self.run_check(event.value.strip())
+
+    @work(thread=True, exclusive=True, group="data")
+    def run_check(self, path: str) -> None:
+        from pathlib import Path
+
+        from trainer.data.check import check_jsonl
+        from trainer.errors import RwkvTuiError
+
+        self.state.config.data.path = path
+        if not path.endswith(".jsonl"):
+            if Path(path + ".idx").exists() and Path(path + ".bin").exists():
+                self.app.call_from_thread(self._binidx_chosen, path)
+            else:
+                self.app.call_from_thread(self._failed, f"{path}: no .jsonl file or .bin/.idx pair there")
+            return
+        bar = self.query_one("#check-progress", ProgressBar)
+        try:
+            report = check_jsonl(path, ctx_len=self.state.config.data.ctx_len,
+                                 micro_bsz=self.state.config.data.micro_bsz,
+                                 progress=lambda done, total: self.app.call_from_thread(bar.update, total=total,
+                                                                                         progress=done))
+        except RwkvTuiError as exc:
+            self.app.call_from_thread(self._failed, str(exc))
+            return
+        sample = _first_sample(path)
+        self.app.call_from_thread(self._show_report, report, sample)
+
+    def _failed(self, message: str) -> None:
+        self.state.check = None
+        self.query_one("#data-summary", Static).update(f"[red]{message}[/red]")
+
+    def _binidx_chosen(self, path: str) -> None:
+        self.state.check = None
+        self.state.config.data.data_type = "binidx"
+        self.query_one("#data-summary", Static).update(f"binidx dataset {path} (already tokenized)")
+
+    def _show_report(self, report, sample: str | None) -> None:
+        self.state.check = report
+        self.state.config.data.data_type = "auto"
+        stats = report.token_stats()
+        errors = len(report.errors) + report.suppressed.get("error", 0)
+        warnings = len(report.warnings) + report.suppressed.get("warning", 0)
+        colour = "red" if errors else ("yellow" if warnings else "green")
+        lines = [f"[{colour}]{errors} error(s), {warnings} warning(s)[/{colour}] · {report.samples:,} samples · "
+                 + ", ".join(f"{n} {f}" for f, n in sorted(report.formats.items()))]
+        if stats:
+            lines.append(f"tokens: median {stats['median']:,}, p95 {stats['p95']:,}, max {stats['max']:,} · "
+                         f"{report.over_ctx_len} over ctx_len {report.ctx_len} · {report.duplicates} duplicates · "
+                         f"~{report.steps_per_epoch:,} steps per pass")
+        self.query_one("#data-summary", Static).update("\n".join(lines))
+        self.query_one("#length-histogram", Sparkline).data = histogram(report.token_counts)
+        if sample:
+            self.query_one("#sample-preview", Static).update(Text.assemble(("preview (trained part underlined): ",
+                                                                            "dim"), preview_text(sample)))
+        log = self.query_one("#data-issues", RichLog)
+        log.clear()
+        for issue in report.issues:
+            style = "red" if issue.severity == "error" else "yellow"
+            where = issue.location() if issue.line else "file"
+            log.write(Text.assemble((f"{issue.severity} {where}: ", f"bold {style}"), issue.message,
+                                    (f"  {issue.excerpt}" if issue.excerpt else "", "dim"),
+                                    (f"  fix: {issue.hint}" if issue.hint else "", "italic")))
+
+    @on(Button.Pressed, "#prepare")
+    def _prepare(self) -> None:
+        if self.state.check is None or not self.state.check.ok:
+            self.notify("check the data first (and fix its errors)", severity="warning")
+            return
+        self.prepare(self.state.config.data.path)
+
+    @work(thread=True, exclusive=True, group="data")
+    def prepare(self, path: str) -> None:
+        from trainer.data.prepare import prepare_binidx
+        from trainer.errors import RwkvTuiError
+
+        bar = self.query_one("#check-progress", ProgressBar)
+        prefix = path.removesuffix(".jsonl")
+        try:
+            result = prepare_binidx(path, prefix, ctx_len=self.state.config.data.ctx_len, force=True,
+                                    sft_mask=self.state.config.data.loss_mask == "sft",
+                                    progress=lambda phase, done, total, tokens: self.app.call_from_thread(
+                                        bar.update, total=total, progress=done))
+        except RwkvTuiError as exc:
+            self.app.call_from_thread(self.notify, str(exc), severity="error")
+            return
+        self.state.config.data.path = str(result.prefix)
+        self.state.config.data.data_type = "binidx"
+        self.app.call_from_thread(self.notify, f"wrote {result.prefix}.bin/.idx ({result.tokens:,} tokens)")
+
+    def can_leave(self) -> bool:
+        if not self.state.config.data.path:
+            self.notify("choose the training data", severity="warning")
+            return False
+        if self.state.check is not None and not self.state.check.ok:
+            self.notify("the data has errors: fix the lines listed below first", severity="error")
+            return False
+        if self.state.check is None and self.state.config.data.data_type != "binidx":
+            self.notify("press Enter in the path field to check the data", severity="warning")
+            return False
+        return True
+
+
+def _first_sample(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8-sig") as handle:
+            for line in handle:
+                try:
+                    text = json.loads(line).get("text")
+                except (ValueError, AttributeError):
+                    continue
+                if isinstance(text, str) and text:
+                    return text
+    except OSError:
+        return None
+    return None

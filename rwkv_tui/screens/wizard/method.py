@@ -1,0 +1,136 @@
+"""Step 3: methods × quantization with the VRAM each needs, and whether it fits the GPU."""
+
+from __future__ import annotations
+
+import copy
+
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.widgets import DataTable, Input, Label, Static
+
+from rwkv_tui.screens.wizard.base import WizardStep
+from trainer.config import METHODS, QUANTS, RunConfig
+
+GB = 1024**3
+WHEN_TO_USE = {
+    "full": "every weight trains: best quality, most memory; small models or big GPUs",
+    "lora": "small adapters on the big matrices: the usual choice",
+    "pissa": "LoRA started from the principal components: converges faster than LoRA",
+    "miss": "one shared block per matrix: fewer parameters than LoRA, similar quality",
+    "lisa": "a few random layers at a time: near full quality with less memory",
+    "state": "only the initial RNN state: tiny files, a 'deep prompt' for style and role",
+}
+AVAILABLE_QUANTS = ("none",)  # int8/nf4 training lands with bitsandbytes support
+
+
+def method_rows(state, ctx_len: int, micro_bsz: int) -> list[dict]:
+    """Every (method, quant) with its estimate; `fits` is None when there is no GPU to fit."""
+    from trainer.vram import estimate
+
+    rows = []
+    free = state.free_vram
+    for name in METHODS:
+        for quant in QUANTS:
+            if quant != "none" and name in ("full", "lisa"):
+                continue  # these train the base weights: no quantized variant
+            config = RunConfig.for_method(name)
+            config.hardware = copy.deepcopy(state.config.hardware)
+            config.data.ctx_len, config.data.micro_bsz = ctx_len, micro_bsz
+            config.method.quant = quant
+            gb = estimate(state.spec, config).total / GB if state.spec is not None else None
+            rows.append({"method": name, "quant": quant, "gb": gb, "available": quant in AVAILABLE_QUANTS,
+                         "fits": None if free is None or gb is None else gb * GB <= free})
+    return rows
+
+
+def best_choice(rows: list[dict]) -> dict:
+    """LoRA if it fits, else the lightest that fits, else state tuning (preference order)."""
+    order = ["lora", "state", "pissa", "miss", "lisa", "full"]
+    usable = [r for r in rows if r["available"] and r["fits"] is not False]
+    for name in order:
+        for row in usable:
+            if row["method"] == name:
+                return row
+    return next(r for r in rows if r["method"] == "state" and r["quant"] == "none")
+
+
+class MethodScreen(WizardStep):
+    step = "method"
+
+    def body(self) -> ComposeResult:
+        data = self.state.config.data
+        yield Static("Pick how to fine-tune (Enter on a row). Estimates are for one GPU with the settings below; "
+                     "● marks the choice, preselected as the best that fits.", classes="help")
+        with Horizontal(classes="inline-fields"):
+            yield Label("ctx_len")
+            yield Input(str(data.ctx_len), id="ctx-len", type="integer")
+            yield Label("micro_bsz")
+            yield Input(str(data.micro_bsz), id="micro-bsz", type="integer")
+        yield DataTable(id="methods", cursor_type="row")
+        yield Static(id="method-help")
+
+    def on_mount(self) -> None:
+        table = self.query_one("#methods", DataTable)
+        table.add_columns(" ", "method", "quant", "VRAM", "fits", "when to use")
+        self.rows = method_rows(self.state, self.state.config.data.ctx_len, self.state.config.data.micro_bsz)
+        self._choose(best_choice(self.rows))
+        self.refresh_table()
+
+    def chosen_index(self) -> int:
+        m = self.state.config.method
+        return next(i for i, r in enumerate(self.rows) if (r["method"], r["quant"]) == (m.name, m.quant))
+
+    def refresh_table(self) -> None:
+        data = self.state.config.data
+        self.rows = method_rows(self.state, data.ctx_len, data.micro_bsz)
+        chosen = self.chosen_index()
+        table = self.query_one("#methods", DataTable)
+        table.clear()
+        for i, row in enumerate(self.rows):
+            gb = f"{row['gb']:.1f} GB" if row["gb"] is not None else "?"
+            fits = {True: "[green]yes[/green]", False: "[red]no[/red]", None: "CPU"}[row["fits"]]
+            if not row["available"]:
+                fits = "[dim]not yet[/dim]"
+            table.add_row("●" if i == chosen else "", row["method"], row["quant"], gb, fits, WHEN_TO_USE[row["method"]])
+        table.move_cursor(row=chosen)
+
+    @on(Input.Changed)
+    def _sizes_changed(self, event: Input.Changed) -> None:
+        try:
+            value = int(event.value)
+        except ValueError:
+            return
+        if value < 1:
+            return
+        if event.input.id == "ctx-len":
+            self.state.config.data.ctx_len = value
+        elif event.input.id == "micro-bsz":
+            self.state.config.data.micro_bsz = value
+        self.refresh_table()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        """Enter (or a click) on a row chooses it."""
+        self._choose(self.rows[event.cursor_row])
+        self.refresh_table()
+
+    def _choose(self, row: dict) -> None:
+        from trainer.config import apply_overrides
+
+        config = self.state.config
+        if config.method.name != row["method"]:
+            kept = (config.model.path, config.data.path, config.data.ctx_len, config.data.micro_bsz,
+                    copy.deepcopy(config.hardware))
+            config = apply_overrides(config, [f"method.name={row['method']}"])
+            config.model.path, config.data.path, config.data.ctx_len, config.data.micro_bsz, config.hardware = kept
+        config.method.quant = row["quant"]
+        self.state.config = config
+        note = "" if row["available"] else " — int8/nf4 training is not in this version yet"
+        self.query_one("#method-help", Static).update(f"[b]{row['method']}[/b] ({row['quant']}): "
+                                                      f"{WHEN_TO_USE[row['method']]}{note}")
+
+    def can_leave(self) -> bool:
+        if self.state.config.method.quant not in AVAILABLE_QUANTS:
+            self.notify("int8/nf4 training is not available yet: pick a 'none' row", severity="error")
+            return False
+        return True

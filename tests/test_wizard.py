@@ -1,0 +1,112 @@
+"""Walk the wizard end to end on CPU with the demo model: model → … → Start → dashboard to done."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from rwkv_tui.app import RwkvTuiApp
+from rwkv_tui.screens.dashboard import DashboardScreen
+from rwkv_tui.screens.wizard.method import best_choice, method_rows
+from rwkv_tui.screens.wizard.review import headless_command
+from rwkv_tui.screens.wizard.state import WizardState
+from trainer.config import RunConfig, apply_overrides
+from trainer.demo import create_demo
+
+
+async def wait_for(pilot, condition, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await pilot.pause(0.1)
+
+
+async def type_into(pilot, app, selector: str, text: str) -> None:
+    field = app.screen.query_one(selector)
+    field.value = ""
+    field.focus()
+    await pilot.press(*text)
+
+
+@pytest.mark.asyncio
+async def test_wizard_walk_from_model_to_a_finished_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("RWKV_TUI_CONFIG_DIR", str(tmp_path / "config"))
+    ws = create_demo(tmp_path / "demo")
+    app = RwkvTuiApp(runs_root=tmp_path / "runs")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("enter")  # Home: "New fine-tune"
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "ModelScreen")
+        await type_into(pilot, app, "#model-path", str(tmp_path / "missing.pth"))
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: "file not found" in str(app.screen.query_one("#model-info").render()))
+        await type_into(pilot, app, "#model-path", str(ws.model))
+        await pilot.press("enter")
+        state = app.screen.state
+        await wait_for(pilot, lambda: state.spec is not None)
+        assert state.spec.n_layer == 2
+        await pilot.press("ctrl+n")
+
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "HardwareScreen")
+        await wait_for(pilot, lambda: state.hardware is not None)
+        await pilot.press("ctrl+n")
+
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "MethodScreen")
+        await type_into(pilot, app, "#ctx-len", "64")
+        assert state.config.method.name == "lora" and state.config.data.ctx_len == 64
+        await pilot.press("ctrl+n")
+
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "DataScreen")
+        await type_into(pilot, app, "#data-path", str(ws.data))
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: state.check is not None)
+        assert state.check.ok and state.check.samples > 20
+        await pilot.press("ctrl+n")
+
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "ParamsScreen")
+        await type_into(pilot, app, "#f-optim-lr_init", "abc")
+        assert app.screen.query("#f-optim-lr_init.invalid")
+        for selector, value in [("#f-optim-lr_init", "0.01"), ("#f-optim-lr_final", "0.001"),
+                                ("#f-epochs-epoch_steps", "8"), ("#f-output-proj_dir", str(tmp_path / "runs")),
+                                ("#f-hardware-grad_cp", "false")]:
+            await type_into(pilot, app, selector, value)
+        assert state.config.epochs.epoch_steps == 8 and state.config.optim.lr_init == 0.01
+        await pilot.press("ctrl+n")
+
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "ReviewScreen")
+        await type_into(pilot, app, "#preset-name", "from-wizard")
+        await pilot.click("#save-preset")
+        assert (tmp_path / "config" / "presets" / "from-wizard.toml").exists()
+        await pilot.press("ctrl+n")  # Start
+
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen))
+        dashboard = app.screen
+        await wait_for(pilot, lambda: dashboard.view.state in ("done", "failed", "crashed"), timeout=180)
+        assert dashboard.view.state == "done", dashboard.view.log
+        assert len(dashboard.view.loss) == 8 and dashboard.view.checkpoints
+
+
+def test_method_table_preselects_what_fits():
+    from trainer.hardware import GpuInfo, HardwareReport
+    from trainer.model.init import rwkv7_spec
+
+    state = WizardState(spec=rwkv7_spec(24, 2048))  # a 1.5B shape
+    state.hardware = HardwareReport([GpuInfo(0, "small", 8 * 1024**3, 4 * 1024**3)])
+    rows = method_rows(state, ctx_len=1024, micro_bsz=1)
+    assert {r["method"] for r in rows} == {"full", "lora", "pissa", "miss", "lisa", "state"}
+    assert best_choice(rows)["method"] == "state"  # LoRA needs ~6 GB: only state tuning fits in 4 GB free
+    state.hardware = HardwareReport([GpuInfo(0, "big", 80 * 1024**3, 79 * 1024**3)])
+    assert best_choice(method_rows(state, 1024, 1))["method"] == "lora"
+
+
+def test_headless_command_reproduces_the_config():
+    import shlex
+
+    from rwkv_tui.commands.train import _load
+
+    config = apply_overrides(RunConfig.for_method("state"), ["model.path=/m/x.pth", "data.path=/d/a b.jsonl",
+                                                             "method.targets=att.key", "hardware.grad_cp=false"])
+    argv = shlex.split(headless_command(config))
+    overrides = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
+    assert _load(None, overrides) == config
