@@ -1,0 +1,58 @@
+"""SVG snapshots of the screens at 80×24 and 120×40 (regenerate with `pytest --snapshot-update`)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from rwkv_tui.app import RwkvTuiApp
+from test_dashboard import finished_run
+
+SIZES = [(80, 24), (120, 40)]
+
+
+@pytest.fixture
+def fixed_run(tmp_path):
+    return finished_run(tmp_path / "run")
+
+
+async def _until(pilot, condition, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        await pilot.pause(0.05)
+    await pilot.pause()
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_dashboard_snapshot(snap_compare, fixed_run, size):
+    app = RwkvTuiApp(attach=fixed_run.path, runs_root=Path("/nonexistent"))
+
+    async def settle(pilot):
+        await _until(pilot, lambda: getattr(app.screen, "view", None) is not None and app.screen.view.state == "done")
+
+    assert snap_compare(app, terminal_size=size, run_before=settle)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_home_snapshot(snap_compare, size):
+    assert snap_compare(RwkvTuiApp(runs_root=Path("/nonexistent")), terminal_size=size)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_method_screen_snapshot(snap_compare, size):
+    from rwkv_tui.screens.wizard import WizardState, screen_for
+    from trainer.hardware import GpuInfo, HardwareReport
+    from trainer.model.init import rwkv7_spec
+
+    state = WizardState(spec=rwkv7_spec(24, 2048))
+    state.hardware = HardwareReport([GpuInfo(0, "NVIDIA GeForce RTX 4090", 24 * 1024**3, 23 * 1024**3,
+                                             "560.35", "12.6", "8.9")], source="nvml")
+    app = RwkvTuiApp(runs_root=Path("/nonexistent"))
+
+    async def open_method(pilot):
+        app.push_screen(screen_for("method", state))
+        await pilot.pause(0.3)
+
+    assert snap_compare(app, terminal_size=size, run_before=open_method)
