@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.console import Group
 from rich.table import Table
 
 from trainer.spec import ModelSpec, format_param_count
@@ -36,9 +37,8 @@ def spec_table(spec: ModelSpec, title: str | None = None) -> Table:
     return table
 
 
-def data_report(report) -> "Group":
+def data_report(report) -> Group:
     """A `CheckReport` as a person reads it: summary, then problems with line numbers."""
-    from rich.console import Group
     from rich.text import Text
 
     summary = Table(show_header=False, title=f"{report.path}", title_justify="left")

@@ -50,3 +50,14 @@ def write_tiny_checkpoint(
 @pytest.fixture
 def tiny_checkpoint(tmp_path):
     return write_tiny_checkpoint(tmp_path)
+
+
+async def wait_for(pilot, condition, timeout: float = 30.0) -> None:
+    """Let a Textual app run until `condition()` holds (workers and messages are asynchronous)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await pilot.pause(0.05)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
+
+from conftest import wait_for
 
 from rwkv_tui.app import RwkvTuiApp
 from rwkv_tui.run_view import RunView, format_duration
@@ -70,7 +69,7 @@ async def test_finished_run_shows_full_history(tmp_path):
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
         assert isinstance(screen, DashboardScreen)
-        await _wait_for(pilot, lambda: screen.view.state == "done")
+        await wait_for(pilot, lambda: screen.view.state == "done")
         assert len(screen.view.loss) == 30 and len(screen.view.checkpoints) == 3
         assert screen.view.memory_label == "RAM peak"
 
@@ -87,13 +86,13 @@ async def test_live_run_updates_and_crash_is_detected(tmp_path):
         app = RwkvTuiApp(attach=folder.path, runs_root=tmp_path)
         async with app.run_test(size=(80, 24)) as pilot:
             screen = app.screen
-            await _wait_for(pilot, lambda: screen.view.state == "running")
+            await wait_for(pilot, lambda: screen.view.state == "running")
             writer.emit("step", step=1, loss=3.0, smoothed_loss=3.0, lr=1.0, total_steps=10)
             writer.emit("step", step=2, loss=2.0, smoothed_loss=2.5, lr=1.0, total_steps=10)
-            await _wait_for(pilot, lambda: screen.view.step == 2)
+            await wait_for(pilot, lambda: screen.view.step == 2)
             child.kill()
             child.wait()
-            await _wait_for(pilot, lambda: screen.view.state == "crashed")
+            await wait_for(pilot, lambda: screen.view.state == "crashed")
             assert any("gone" in line for _, line in screen.view.log)
         writer.close()
     finally:
@@ -156,9 +155,3 @@ def test_trainer_and_kernels_never_import_textual():
     assert out.stdout.strip() == "False"
 
 
-async def _wait_for(pilot, condition, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await pilot.pause(0.1)

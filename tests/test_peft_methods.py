@@ -9,10 +9,10 @@ import torch.nn.functional as F
 from conftest import write_tiny_checkpoint
 from rwkv_oracle import run_official
 from trainer.adapters import load_adapter_file, merge_files, merge_into, save_adapter, save_state_file
-from trainer.checkpoint import load_checkpoint, save_state_dict
+from trainer.checkpoint import load_checkpoint
 from trainer.config import RunConfig
 from trainer.errors import CheckpointError
-from trainer.model import load_model, model_from_state_dict
+from trainer.model import load_model
 from trainer.peft import build_method
 
 

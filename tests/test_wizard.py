@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import time
 
 import pytest
+
+from conftest import wait_for
 
 from rwkv_tui.app import RwkvTuiApp
 from rwkv_tui.screens.dashboard import DashboardScreen
@@ -13,14 +14,6 @@ from rwkv_tui.screens.wizard.review import headless_command
 from rwkv_tui.screens.wizard.state import WizardState
 from trainer.config import RunConfig, apply_overrides
 from trainer.demo import create_demo
-
-
-async def wait_for(pilot, condition, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await pilot.pause(0.1)
 
 
 async def type_into(pilot, app, selector: str, text: str) -> None:
