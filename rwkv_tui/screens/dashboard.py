@@ -109,7 +109,7 @@ class DashboardScreen(Screen):
         self.query_one(LossChart).set_points(v.loss, v.smoothed)
         self.query_one("#stats", Static).update(self._stats_text())
         memory = self.query_one("#memory-history", Sparkline)
-        memory.data = v.memory_history[-60:] or [0.0]
+        memory.data = v.memory_history[-60:]
         memory.border_title = f"{v.memory_label} history"
         progress = self.query_one("#run-progress", ProgressBar)
         progress.update(total=v.total_steps or 1, progress=v.step)

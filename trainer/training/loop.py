@@ -239,7 +239,7 @@ def _train(config, folder: RunFolder, events: EventWriter, *, resume: bool, stop
         throughput.record(tokens_per_step)
         event = {
             "step": step,
-            "epoch": (step - 1) // epochs.epoch_steps + epochs.epoch_begin,
+            "epoch": (step - 1) // epochs.epoch_steps + 1 + epochs.epoch_begin,  # 1-based, like the files
             "loss": step_loss,
             "smoothed_loss": smoothed.update(step_loss),
             "lr": lr,
