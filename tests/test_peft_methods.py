@@ -207,3 +207,35 @@ def test_ai00_export_of_model_and_state(base, tmp_path):
     lora.apply(m)
     adapter = save_adapter(m, lora, tmp_path / "a.pth", spec)
     assert main(["export", str(adapter), "--ai00", str(tmp_path / "a.st")]) == 2
+
+
+@pytest.mark.parametrize("name,quant", [("lora", "nf4"), ("lora", "int8"), ("pissa", "nf4"), ("miss", "int8"),
+                                        ("state", "nf4")])
+def test_quantized_base_trains_and_stays_frozen(base, tmp_path, name, quant):
+    pytest.importorskip("bitsandbytes")
+    from trainer.peft.quant import is_quantized
+
+    path, spec = base
+    model = load_model(path)
+    method = method_for(name, quant=quant, **PARAMS[name])
+    method.apply(model)
+    quantized = [m for m in model.modules() if is_quantized(m)]
+    assert len(quantized) == 2 * 6  # every big linear map of both blocks
+    frozen = {k: v.clone() for k, v in model.state_dict().items() if ".quantized." in k or k.endswith("weight_format")}
+    first, last = train_a_little(model, method, lr=0.3 if name == "state" else 1e-2)
+    assert last < first
+    for key, value in model.state_dict().items():
+        if key in frozen:
+            assert torch.equal(value, frozen[key]), key
+    if name != "state":
+        adapter = save_adapter(model, method, tmp_path / "q.pth", spec)
+        assert load_adapter_file(adapter)[1]["quant"] == quant
+        merged = load_model(merge_files(path, adapter, tmp_path / "merged.pth", dtype=torch.float32))
+        assert merged.spec == load_model(path).spec
+
+
+def test_quantization_is_refused_for_methods_that_train_the_base():
+    from trainer.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="cannot be quantized"):
+        method_for("full", quant="nf4")

@@ -134,3 +134,11 @@ def test_masked_cross_entropy_ignores_unmasked_tokens():
     logits2 = logits.clone()
     logits2[0, 0] += 100  # changes at masked-out positions do not matter
     assert masked_cross_entropy(logits2, targets, mask) == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_qlora_run_through_the_trainer(workspace, tmp_path):
+    pytest.importorskip("bitsandbytes")
+    config = make_config(workspace, "lora", steps=6, method__quant="nf4", optim__lr_init=1e-2, optim__lr_final=1e-2)
+    result = run(config, tmp_path / "qlora")
+    assert result.reason == "finished"
+    assert {p.name for p in result.outputs} == {"epoch1-lora.pth", "final-merged.pth"}

@@ -88,9 +88,15 @@ def test_method_table_preselects_what_fits():
     state.hardware = HardwareReport([GpuInfo(0, "small", 8 * 1024**3, 4 * 1024**3)])
     rows = method_rows(state, ctx_len=1024, micro_bsz=1)
     assert {r["method"] for r in rows} == {"full", "lora", "pissa", "miss", "lisa", "state"}
-    assert best_choice(rows)["method"] == "state"  # LoRA needs ~6 GB: only state tuning fits in 4 GB free
+    best = best_choice(rows)
+    # bf16 LoRA needs ~6 GB; in 4 GB free LoRA still fits over a quantized base (QLoRA).
+    assert best["method"] == "lora" and best["quant"] != "none" and best["fits"]
     state.hardware = HardwareReport([GpuInfo(0, "big", 80 * 1024**3, 79 * 1024**3)])
-    assert best_choice(method_rows(state, 1024, 1))["method"] == "lora"
+    assert (best_choice(method_rows(state, 1024, 1))["method"], best_choice(method_rows(state, 1024, 1))["quant"]) \
+        == ("lora", "none")
+    state.hardware = HardwareReport([GpuInfo(0, "tiny", 2 * 1024**3, 1 * 1024**3)])
+    nothing_fits = best_choice(method_rows(state, 1024, 1))
+    assert (nothing_fits["method"], nothing_fits["quant"], nothing_fits["fits"]) == ("state", "none", False)
 
 
 def test_headless_command_reproduces_the_config():

@@ -439,9 +439,6 @@ def validate(config: RunConfig, spec=None, *, cuda_available: bool | None = None
     if m.quant != "none" and m.name in ("full", "lisa"):
         problem("method.quant", f"{m.name} trains the base weights, which cannot be quantized",
                 "use quant=none, or LoRA/PiSSA/state tuning for int8/nf4")
-    if m.quant != "none":
-        problem("method.quant", f"{m.quant} quantization is not built into this version of rwkv-tui yet",
-                "set quant=none (bf16 LoRA or state tuning already save most memory)")
     if m.quant != "none" and bitsandbytes_available is False:
         problem("method.quant", f"{m.quant} needs the bitsandbytes package",
                 "pip install 'rwkv-tui[gpu]' (or bitsandbytes), or set quant=none")

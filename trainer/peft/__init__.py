@@ -20,20 +20,21 @@ __all__ = ["Method", "METHOD_CLASSES", "build_method"]
 def build_method(method_config, seed: int = 0) -> Method:
     """The method a `MethodConfig` describes."""
     m = method_config
-    if m.quant != "none":
-        raise ConfigError(f"{m.quant} quantization is not available in this version of rwkv-tui",
-                          field="method.quant", hint="set method.quant=none")
+    if m.quant != "none" and m.name in ("full", "lisa"):
+        raise ConfigError(f"{m.name} trains the base weights, which cannot be quantized", field="method.quant",
+                          hint="use quant=none, or LoRA/PiSSA/MiSS/state tuning with int8/nf4")
     if m.name == "lora":
         return LoraMethod(r=m.r, alpha=m.alpha, dropout=m.dropout, targets=m.targets,
-                          train_extras=m.train_extras, seed=seed)
+                          train_extras=m.train_extras, seed=seed, quant=m.quant)
     if m.name == "pissa":
-        return PissaMethod(r=m.r, svd_niter=m.svd_niter, targets=m.targets, train_extras=m.train_extras, seed=seed)
+        return PissaMethod(r=m.r, svd_niter=m.svd_niter, targets=m.targets, train_extras=m.train_extras, seed=seed,
+                           quant=m.quant)
     if m.name == "miss":
-        return MissMethod(r=m.r, targets=m.targets)
+        return MissMethod(r=m.r, targets=m.targets, quant=m.quant)
     if m.name == "lisa":
         return LisaMethod(lisa_r=m.lisa_r, lisa_k=m.lisa_k, seed=seed)
     if m.name == "state":
-        return StateMethod()
+        return StateMethod(quant=m.quant)
     if m.name == "full":
         return FullMethod()
     raise ConfigError(f"unknown method {m.name!r}", field="method.name",

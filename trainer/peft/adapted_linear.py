@@ -15,16 +15,37 @@ import torch.nn.functional as F
 from torch import nn
 
 
-class LoraLinear(nn.Module):
+class FrozenBase(nn.Module):
+    """The frozen base map of an adapted layer: a plain weight under its official name
+    (`…key.weight`), or a quantized bitsandbytes layer (`…key.quantized`)."""
+
+    def __init__(self, base: nn.Module, out_features: int, in_features: int) -> None:
+        super().__init__()
+        self.out_features, self.in_features = out_features, in_features
+        # bitsandbytes layers subclass nn.Linear, so tell them apart by where they come from.
+        if isinstance(base, nn.Linear) and not type(base).__module__.startswith("bitsandbytes"):
+            self.weight = base.weight
+            self.weight.requires_grad_(False)
+            self.quantized = None
+        else:
+            self.quantized = base
+
+    def base_forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.quantized is not None:
+            return self.quantized(x)
+        return F.linear(x, self.weight)
+
+
+class LoraLinear(FrozenBase):
     """y = W x + (B A dropout(x)) · scale, with A [r, in] random and B [out, r] zero at start."""
 
-    def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float, generator=None) -> None:
-        super().__init__()
-        out_features, in_features = base.weight.shape
-        self.weight = base.weight
-        self.weight.requires_grad_(False)
-        self.lora_A = nn.Parameter(torch.empty(r, in_features, device=base.weight.device))
-        self.lora_B = nn.Parameter(torch.zeros(out_features, r, device=base.weight.device))
+    def __init__(self, base: nn.Module, r: int, alpha: float, dropout: float, generator=None,
+                 shape: tuple[int, int] | None = None, device=None) -> None:
+        out_features, in_features = shape or base.weight.shape
+        super().__init__(base, out_features, in_features)
+        device = device if device is not None else base.weight.device
+        self.lora_A = nn.Parameter(torch.empty(r, in_features, device=device))
+        self.lora_B = nn.Parameter(torch.zeros(out_features, r, device=device))
         bound = 1 / math.sqrt(in_features)  # kaiming-uniform(a=√5), as nn.Linear initialises
         with torch.no_grad():
             self.lora_A.uniform_(-bound, bound, generator=generator)
@@ -33,26 +54,25 @@ class LoraLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         branch = F.linear(F.linear(self.dropout(x), self.lora_A.to(x.dtype)), self.lora_B.to(x.dtype))
-        return F.linear(x, self.weight) + branch * self.scale
+        return self.base_forward(x) + branch * self.scale
 
 
-class MissLinear(nn.Module):
+class MissLinear(FrozenBase):
     """MiSS (RWKV-PEFT's "bone"/DiSHA): the input is summed over its in/r blocks of width r and
     mapped by one shared `disha [r, out]`, i.e. ΔW[o, j] = disha[j mod r, o]. Zero at start."""
 
-    def __init__(self, base: nn.Linear, r: int) -> None:
-        super().__init__()
-        out_features, in_features = base.weight.shape
+    def __init__(self, base: nn.Module, r: int, shape: tuple[int, int] | None = None, device=None) -> None:
+        out_features, in_features = shape or base.weight.shape
         if in_features % r:
             raise ValueError(f"MiSS block size {r} does not divide the input width {in_features}")
-        self.weight = base.weight
-        self.weight.requires_grad_(False)
+        super().__init__(base, out_features, in_features)
         self.r = r
-        self.disha = nn.Parameter(torch.zeros(r, out_features, device=base.weight.device))
+        self.disha = nn.Parameter(torch.zeros(r, out_features, device=device if device is not None
+                                              else base.weight.device))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         blocks = x.view(*x.shape[:-1], x.shape[-1] // self.r, self.r).sum(dim=-2)
-        return F.linear(x, self.weight) + blocks @ self.disha.to(x.dtype)
+        return self.base_forward(x) + blocks @ self.disha.to(x.dtype)
 
 
 def miss_delta(disha: torch.Tensor, in_features: int) -> torch.Tensor:

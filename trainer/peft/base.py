@@ -48,6 +48,15 @@ class Method:
         return trainable, total
 
 
+def frozen_base(linear: nn.Linear, quant: str) -> nn.Module:
+    """The frozen map an adapter sits on: the Linear itself, or its int8/nf4 version."""
+    if quant == "none":
+        return linear
+    from trainer.peft.quant import quantize_linear
+
+    return quantize_linear(linear, quant)
+
+
 def freeze(model: nn.Module) -> None:
     for p in model.parameters():
         p.requires_grad_(False)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from trainer.peft.adapted_linear import LoraLinear
-from trainer.peft.base import Method, freeze, unwrap
+from trainer.peft.base import Method, freeze, frozen_base, unwrap
 from trainer.peft.targets import target_modules
 
 # Trained in full alongside the adapter when `train_extras` is on (as RWKV-PEFT does).
@@ -27,10 +27,11 @@ class LoraMethod(Method):
     name = "lora"
 
     def __init__(self, r: int = 32, alpha: float = 64.0, dropout: float = 0.01,
-                 targets: list[str] | None = None, train_extras: bool = False, seed: int = 0) -> None:
+                 targets: list[str] | None = None, train_extras: bool = False, seed: int = 0,
+                 quant: str = "none") -> None:
         from trainer.config import LORA_TARGETS
 
-        self.r, self.alpha, self.dropout = r, alpha, dropout
+        self.r, self.alpha, self.dropout, self.quant = r, alpha, dropout, quant
         self.targets = list(targets or LORA_TARGETS)
         self.train_extras = train_extras
         self.seed = seed
@@ -47,7 +48,8 @@ class LoraMethod(Method):
                     p.requires_grad_(True)
 
     def _wrap(self, name: str, linear: nn.Linear, generator) -> nn.Module:
-        return LoraLinear(linear, self.r, self.alpha, self.dropout, generator)
+        return LoraLinear(frozen_base(linear, self.quant), self.r, self.alpha, self.dropout, generator,
+                          shape=tuple(linear.weight.shape), device=linear.weight.device)
 
     def adapter_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
         model = unwrap(model)
@@ -55,7 +57,7 @@ class LoraMethod(Method):
 
     def metadata(self) -> dict[str, Any]:
         return {"method": self.name, "r": self.r, "alpha": self.alpha, "dropout": self.dropout,
-                "targets": self.targets, "train_extras": self.train_extras}
+                "targets": self.targets, "train_extras": self.train_extras, "quant": self.quant}
 
     def merge(self, base, adapter, metadata):
         merged = dict(base)
@@ -84,8 +86,10 @@ class LoraMethod(Method):
 class PissaMethod(LoraMethod):
     name = "pissa"
 
-    def __init__(self, r: int = 32, svd_niter: int = 4, targets=None, train_extras=False, seed: int = 0, **_):
-        super().__init__(r=r, alpha=float(r), dropout=0.0, targets=targets, train_extras=train_extras, seed=seed)
+    def __init__(self, r: int = 32, svd_niter: int = 4, targets=None, train_extras=False, seed: int = 0,
+                 quant: str = "none", **_):
+        super().__init__(r=r, alpha=float(r), dropout=0.0, targets=targets, train_extras=train_extras, seed=seed,
+                         quant=quant)
         self.svd_niter = svd_niter
         self._init: dict[str, torch.Tensor] = {}
 
@@ -101,11 +105,13 @@ class PissaMethod(LoraMethod):
         root = s.sqrt()
         a = root[:, None] * v.t()          # [r, in]
         b = u * root[None, :]              # [out, r]
-        wrapped = LoraLinear(linear, self.r, alpha=float(self.r), dropout=0.0)
+        with torch.no_grad():
+            linear.weight.copy_((weight - b @ a).to(linear.weight.dtype))  # the frozen residual (QPiSSA: quantized)
+        wrapped = LoraLinear(frozen_base(linear, self.quant), self.r, alpha=float(self.r), dropout=0.0,
+                             shape=tuple(linear.weight.shape), device=linear.weight.device)
         with torch.no_grad():
             wrapped.lora_A.copy_(a)
             wrapped.lora_B.copy_(b)
-            linear.weight.copy_((weight - b @ a).to(linear.weight.dtype))  # the frozen residual
         self._init[f"{name}.pissa_init_A"] = a.clone()
         self._init[f"{name}.pissa_init_B"] = b.clone()
         return wrapped

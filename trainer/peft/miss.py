@@ -8,30 +8,31 @@ import torch
 from torch import nn
 
 from trainer.peft.adapted_linear import MissLinear, miss_delta
-from trainer.peft.base import Method, freeze, unwrap
+from trainer.peft.base import Method, freeze, frozen_base, unwrap
 from trainer.peft.targets import target_modules
 
 
 class MissMethod(Method):
     name = "miss"
 
-    def __init__(self, r: int = 32, targets: list[str] | None = None, **_) -> None:
+    def __init__(self, r: int = 32, targets: list[str] | None = None, quant: str = "none", **_) -> None:
         from trainer.config import LORA_TARGETS
 
-        self.r = r
+        self.r, self.quant = r, quant
         self.targets = list(targets or LORA_TARGETS)
 
     def apply(self, model: nn.Module) -> None:
         model = unwrap(model)
         freeze(model)
         for _, parent, attr, linear in target_modules(model, self.targets):
-            setattr(parent, attr, MissLinear(linear, self.r))
+            setattr(parent, attr, MissLinear(frozen_base(linear, self.quant), self.r,
+                                             shape=tuple(linear.weight.shape), device=linear.weight.device))
 
     def adapter_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
         return {name: p.detach() for name, p in unwrap(model).named_parameters() if p.requires_grad}
 
     def metadata(self) -> dict[str, Any]:
-        return {"method": self.name, "r": self.r, "targets": self.targets}
+        return {"method": self.name, "r": self.r, "targets": self.targets, "quant": self.quant}
 
     def merge(self, base, adapter, metadata):
         merged = dict(base)

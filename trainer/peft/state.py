@@ -9,15 +9,24 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trainer.peft.base import Method, freeze, unwrap
+from trainer.peft.base import Method, freeze, frozen_base, unwrap
 
 
 class StateMethod(Method):
     name = "state"
 
+    def __init__(self, quant: str = "none") -> None:
+        self.quant = quant
+
     def apply(self, model: nn.Module) -> None:
+        from trainer.config import LORA_TARGETS
+        from trainer.peft.targets import target_modules
+
         model = unwrap(model)
         freeze(model)
+        if self.quant != "none":  # quantized state tuning: the big linear maps in int8/nf4
+            for _, parent, attr, linear in target_modules(model, list(LORA_TARGETS)):
+                setattr(parent, attr, frozen_base(linear, self.quant))
         spec = model.spec
         for block in model.blocks:
             block.att.time_state = nn.Parameter(

@@ -111,12 +111,14 @@ def _train(config, folder: RunFolder, events: EventWriter, *, resume: bool, stop
     from trainer.data.datasets import build_dataset
     from trainer.model import model_from_state_dict
     from trainer.peft import build_method
+    from trainer.peft.quant import bitsandbytes_available
     from trainer.training.outputs import finish_outputs, save_method_output
     from trainer.training.sampling import ResumableSampler
 
     hw, optim, data, epochs = config.hardware, config.optim, config.data, config.epochs
     state_dict, spec = load_checkpoint(config.model.path)
-    ensure_valid(config, spec, cuda_available=torch.cuda.is_available())
+    ensure_valid(config, spec, cuda_available=torch.cuda.is_available(),
+                 bitsandbytes_available=bitsandbytes_available())
 
     fabric_precision, weight_dtype = _PRECISIONS[hw.precision]
     if hw.precision == "tf32":

@@ -21,7 +21,11 @@ WHEN_TO_USE = {
     "lisa": "a few random layers at a time: near full quality with less memory",
     "state": "only the initial RNN state: tiny files, a 'deep prompt' for style and role",
 }
-AVAILABLE_QUANTS = ("none",)  # int8/nf4 training lands with bitsandbytes support
+def available_quants() -> tuple[str, ...]:
+    """int8/nf4 need bitsandbytes (the gpu extra); without it only bf16/fp32 rows can be chosen."""
+    import importlib.util
+
+    return QUANTS if importlib.util.find_spec("bitsandbytes") else ("none",)
 
 
 def method_rows(state, ctx_len: int, micro_bsz: int) -> list[dict]:
@@ -39,7 +43,7 @@ def method_rows(state, ctx_len: int, micro_bsz: int) -> list[dict]:
             config.data.ctx_len, config.data.micro_bsz = ctx_len, micro_bsz
             config.method.quant = quant
             gb = estimate(state.spec, config).total / GB if state.spec is not None else None
-            rows.append({"method": name, "quant": quant, "gb": gb, "available": quant in AVAILABLE_QUANTS,
+            rows.append({"method": name, "quant": quant, "gb": gb, "available": quant in available_quants(),
                          "fits": None if free is None or gb is None else gb * GB <= free})
     return rows
 
@@ -91,7 +95,7 @@ class MethodScreen(WizardStep):
             gb = f"{row['gb']:.1f} GB" if row["gb"] is not None else "?"
             fits = {True: "[green]yes[/green]", False: "[red]no[/red]", None: "CPU"}[row["fits"]]
             if not row["available"]:
-                fits = "[dim]not yet[/dim]"
+                fits = "[dim]needs bnb[/dim]"
             table.add_row("●" if i == chosen else "", row["method"], row["quant"], gb, fits, WHEN_TO_USE[row["method"]])
         table.move_cursor(row=chosen)
 
@@ -125,12 +129,12 @@ class MethodScreen(WizardStep):
             config.model.path, config.data.path, config.data.ctx_len, config.data.micro_bsz, config.hardware = kept
         config.method.quant = row["quant"]
         self.state.config = config
-        note = "" if row["available"] else " — int8/nf4 training is not in this version yet"
+        note = "" if row["available"] else " — int8/nf4 need bitsandbytes: pip install 'rwkv-tui[gpu]'"
         self.query_one("#method-help", Static).update(f"[b]{row['method']}[/b] ({row['quant']}): "
                                                       f"{WHEN_TO_USE[row['method']]}{note}")
 
     def can_leave(self) -> bool:
-        if self.state.config.method.quant not in AVAILABLE_QUANTS:
-            self.notify("int8/nf4 training is not available yet: pick a 'none' row", severity="error")
+        if self.state.config.method.quant not in available_quants():
+            self.notify("int8/nf4 need the bitsandbytes package: pick a 'none' row or install it", severity="error")
             return False
         return True
