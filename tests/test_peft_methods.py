@@ -12,7 +12,7 @@ from trainer.adapters import load_adapter_file, merge_files, merge_into, save_ad
 from trainer.checkpoint import load_checkpoint
 from trainer.config import RunConfig
 from trainer.errors import CheckpointError
-from trainer.model import load_model
+from trainer.model import load_model, model_from_state_dict
 from trainer.peft import build_method
 
 
@@ -239,3 +239,49 @@ def test_quantization_is_refused_for_methods_that_train_the_base():
 
     with pytest.raises(ConfigError, match="cannot be quantized"):
         method_for("full", quant="nf4")
+
+
+@pytest.mark.parametrize("name", ["lora", "pissa", "miss", "state"])
+def test_warm_start_continues_from_a_saved_adapter(base, tmp_path, name):
+    path, spec = base
+    trained = load_model(path)
+    method = method_for(name, **PARAMS[name])
+    method.apply(trained)
+    train_a_little(trained, method, steps=3, lr=0.3 if name == "state" else 1e-2)
+    adapter = save_adapter(trained, method, tmp_path / "a.pth", spec)
+
+    fresh = load_model(path)
+    again = method_for(name, **PARAMS[name])
+    again.apply(fresh)
+    tensors, metadata = load_adapter_file(adapter)
+    again.load_adapter(fresh, tensors, metadata)
+    idx = torch.randint(0, 256, (1, 30), generator=torch.Generator().manual_seed(2))
+    trained.eval(), fresh.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(idx)[0], trained(idx)[0], rtol=1e-4, atol=1e-4)
+
+
+def test_warm_start_from_an_rwkv_peft_file_and_wrong_rank(base, tmp_path):
+    path, spec = base
+    g = torch.Generator().manual_seed(4)
+    foreign = {}
+    for i in range(2):
+        for t, (out_f, in_f) in {"att.receptance": (64, 64), "att.key": (64, 64), "att.value": (64, 64),
+                                 "att.output": (64, 64), "ffn.key": (256, 64), "ffn.value": (64, 256)}.items():
+            foreign[f"model.blocks.{i}.{t}.lora_A"] = torch.randn(4, in_f, generator=g) * 0.05
+            foreign[f"model.blocks.{i}.{t}.lora_B"] = torch.randn(out_f, 4, generator=g) * 0.05
+    torch.save(foreign, tmp_path / "peft.pth")
+    tensors, metadata = load_adapter_file(tmp_path / "peft.pth")
+    model = load_model(path)
+    method = method_for("lora", r=4, alpha=8.0, dropout=0.0)
+    method.apply(model)
+    method.load_adapter(model, tensors, metadata)
+    merged = model_from_state_dict(merge_into(load_checkpoint(path)[0], tensors, None, alpha=8.0), spec)
+    idx = torch.randint(0, 256, (1, 20), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(model(idx)[0], merged(idx)[0], rtol=1e-4, atol=1e-4)
+    wrong = load_model(path)
+    rank8 = method_for("lora", r=8)
+    rank8.apply(wrong)
+    with pytest.raises(CheckpointError, match="does not fit this lora setup"):
+        rank8.load_adapter(wrong, tensors, metadata)

@@ -142,3 +142,17 @@ def test_qlora_run_through_the_trainer(workspace, tmp_path):
     result = run(config, tmp_path / "qlora")
     assert result.reason == "finished"
     assert {p.name for p in result.outputs} == {"epoch1-lora.pth", "final-merged.pth"}
+
+
+def test_warm_start_through_the_trainer(workspace, tmp_path):
+    from trainer.errors import RwkvTuiError
+
+    first = run(make_config(workspace, "lora", steps=6, optim__lr_init=1e-2, optim__lr_final=1e-2), tmp_path / "a")
+    adapter = next(p for p in first.outputs if p.name.endswith("-lora.pth"))
+    config = make_config(workspace, "lora", steps=3, method__init_from=str(adapter))
+    run(config, tmp_path / "b")
+    infos = [e["message"] for e in read_all_events(RunFolder.at(tmp_path / "b")) if e["kind"] == "info"]
+    assert any("started from" in m for m in infos)
+    assert step_losses(tmp_path / "b")[0] < step_losses(tmp_path / "a")[0]  # continues, not from scratch
+    with pytest.raises(RwkvTuiError, match="holds a lora adapter"):
+        run(make_config(workspace, "state", steps=2, method__init_from=str(adapter)), tmp_path / "c")

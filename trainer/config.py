@@ -64,6 +64,8 @@ class MethodConfig:
                            "(slow on big models).")
     lisa_r: int = _f(2, "LISA: how many layers are trained at a time.")
     lisa_k: int = _f(100, "LISA: redraw the trained layers every k steps.")
+    init_from: str = _f("", "Start from an existing adapter or state file (ours or RWKV-PEFT's) instead of "
+                            "fresh adapters; empty starts fresh.")
     quant: str = _f("none", "Store the frozen base weights in int8 or nf4 (QLoRA, QPiSSA, quantized state "
                             "tuning) to save VRAM; needs bitsandbytes. int8 loses less accuracy.", QUANTS)
 

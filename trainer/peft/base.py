@@ -34,6 +34,25 @@ class Method:
         """What a merge needs to know besides the tensors (method, rank, alpha…)."""
         return {"method": self.name}
 
+    def load_adapter(self, model: nn.Module, tensors: dict[str, torch.Tensor],
+                     metadata: dict[str, Any] | None, path=None) -> None:
+        """Warm start: copy a saved adapter's tensors into the freshly applied method."""
+        from trainer.errors import CheckpointError
+
+        own = dict(unwrap(model).named_parameters())
+        missing = [k for k, p in own.items() if p.requires_grad and k not in tensors]
+        unknown = [k for k in tensors if k not in own]
+        wrong = [f"{k} {list(v.shape)} vs {list(own[k].shape)}" for k, v in tensors.items()
+                 if k in own and tuple(v.shape) != tuple(own[k].shape)]
+        if missing or unknown or wrong:
+            detail = (f"missing {missing[:3]}" if missing else f"unexpected {unknown[:3]}" if unknown
+                      else f"shape mismatch {wrong[:2]}")
+            raise CheckpointError(f"the file does not fit this {self.name} setup: {detail}", path=path,
+                                  hint="match method.name, method.r and method.targets to the file")
+        with torch.no_grad():
+            for key, value in tensors.items():
+                own[key].copy_(value.to(own[key].dtype))
+
     def merge(self, base: dict[str, torch.Tensor], adapter: dict[str, torch.Tensor],
               metadata: dict[str, Any]) -> dict[str, torch.Tensor]:
         """A full state dict equal in function to base + adapter."""

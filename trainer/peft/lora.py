@@ -122,6 +122,26 @@ class PissaMethod(LoraMethod):
     def metadata(self) -> dict[str, Any]:
         return {**super().metadata(), "svd_niter": self.svd_niter}
 
+    def load_adapter(self, model, tensors, metadata, path=None) -> None:
+        """Warm start from a PiSSA file: adopt its A, B and its initial A₀, B₀, moving the
+        frozen residual to W − B₀A₀ of the file so the function equals the file's."""
+        from trainer.errors import CheckpointError
+
+        if self.quant != "none":
+            raise CheckpointError("warm-starting QPiSSA is not supported: the quantized residual cannot be "
+                                  "re-based", path=path, hint="warm-start PiSSA in bf16, or start fresh")
+        trained = {k: v for k, v in tensors.items() if not k.endswith((".pissa_init_A", ".pissa_init_B"))}
+        super().load_adapter(model, trained, metadata, path)
+        modules = dict(unwrap(model).named_modules())
+        with torch.no_grad():
+            for key in [k for k in tensors if k.endswith(".pissa_init_A")]:
+                prefix = key[: -len(".pissa_init_A")]
+                a0_file, b0_file = tensors[key].float(), tensors[prefix + ".pissa_init_B"].float()
+                a0_own, b0_own = self._init[prefix + ".pissa_init_A"], self._init[prefix + ".pissa_init_B"]
+                weight = modules[prefix].weight
+                weight.copy_((weight.float() + b0_own @ a0_own - b0_file @ a0_file).to(weight.dtype))
+                self._init[prefix + ".pissa_init_A"], self._init[prefix + ".pissa_init_B"] = a0_file, b0_file
+
     def merge(self, base, adapter, metadata):
         merged = dict(base)
         for key, a in adapter.items():

@@ -137,6 +137,8 @@ def _train(config, folder: RunFolder, events: EventWriter, *, resume: bool, stop
     model.gradient_checkpointing = hw.grad_cp
     method = build_method(config.method, seed=config.output.seed)
     method.apply(model)
+    if config.method.init_from and not resume:
+        _warm_start(model, method, config, events)
     opt_params = list(method.optimizer_parameters(model))
     for p in opt_params:
         p.data = p.data.float()
@@ -278,6 +280,23 @@ def _train(config, folder: RunFolder, events: EventWriter, *, resume: bool, stop
     events.emit("done", reason=reason, step=step, outputs=[str(p) for p in outputs])
     folder.write_status(state=state, step=step, outputs=[str(p) for p in outputs])
     return RunResult(reason=reason, step=step, run_dir=folder.path, outputs=outputs)
+
+
+def _warm_start(model, method, config, events) -> None:
+    """Continue from an adapter/state file (ours, or RWKV-PEFT's without metadata)."""
+    from trainer.adapters import detect_method, load_adapter_file
+
+    path = config.method.init_from
+    tensors, metadata = load_adapter_file(path)
+    kind = (metadata or {}).get("method") or detect_method(tensors, path)
+    if kind != config.method.name:
+        raise RwkvTuiError(f"the file holds a {kind} adapter, the run uses {config.method.name}", path=path,
+                           hint=f"set method.name={kind}")
+    if metadata and kind == "lora" and metadata.get("alpha") not in (None, config.method.alpha):
+        raise RwkvTuiError(f"the adapter was trained with alpha {metadata['alpha']}, the run uses "
+                           f"{config.method.alpha}", path=path, hint=f"set method.alpha={metadata['alpha']}")
+    method.load_adapter(model, tensors, metadata, path)
+    events.emit("info", message=f"started from {path}")
 
 
 def fabric_unwrap(model):
