@@ -156,3 +156,39 @@ def test_warm_start_through_the_trainer(workspace, tmp_path):
     assert step_losses(tmp_path / "b")[0] < step_losses(tmp_path / "a")[0]  # continues, not from scratch
     with pytest.raises(RwkvTuiError, match="holds a lora adapter"):
         run(make_config(workspace, "state", steps=2, method__init_from=str(adapter)), tmp_path / "c")
+
+
+def test_out_of_memory_names_what_to_change(workspace, tmp_path, monkeypatch):
+    import trainer.training.loop as loop
+
+    def oom(*args):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(loop, "masked_cross_entropy", oom)
+    with pytest.raises(TrainingError, match="ran out of memory with micro_bsz=2, ctx_len=32") as exc:
+        run(make_config(workspace, "lora", steps=3), tmp_path / "oom")
+    assert "grad_cp" in exc.value.hint and "int8/nf4" in exc.value.hint
+    events = read_all_events(RunFolder.at(tmp_path / "oom"))
+    assert events[-2]["kind"] == "error" and "micro_bsz" in events[-2]["message"]
+
+
+def test_wandb_logging(workspace, tmp_path, monkeypatch):
+    import sys
+    import types
+
+    logged = []
+    fake = types.ModuleType("wandb")
+
+    class FakeRun:
+        def log(self, data, step):
+            logged.append((step, data))
+
+        def finish(self):
+            logged.append(("finished", {}))
+
+    fake.init = lambda **kwargs: logged.append(("init", kwargs)) or FakeRun()
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    run(make_config(workspace, "lora", steps=3, output__wandb="my-project"), tmp_path / "wb")
+    assert logged[0][0] == "init" and logged[0][1]["project"] == "my-project"
+    assert [s for s, _ in logged[1:4]] == [1, 2, 3] and "loss" in logged[1][1]
+    assert logged[-1][0] == "finished"

@@ -184,6 +184,7 @@ def _train(config, folder: RunFolder, events: EventWriter, *, resume: bool, stop
         _set_rng_state(restored.get("rng"))
 
     tokens_per_step = samples_per_step * data.ctx_len * fabric.world_size
+    tracker = _wandb_run(config, folder) if fabric.is_global_zero else None
     events.emit("start", step=step, total_steps=total_steps, epoch_steps=epochs.epoch_steps,
                 model=spec.display_name, method=config.method.name, trainable_params=trainable,
                 total_params=total, tokens_per_step=tokens_per_step, device=str(fabric.device),
@@ -259,6 +260,8 @@ def _train(config, folder: RunFolder, events: EventWriter, *, resume: bool, stop
             events.emit("step", **event)
             folder.write_status(state="running", step=step, loss=step_loss,
                                 smoothed_loss=event["smoothed_loss"], eta_s=event["eta_s"])
+        if tracker is not None:
+            tracker.log({k: v for k, v in event.items() if isinstance(v, (int, float))}, step=step)
         if on_step is not None:
             on_step(step, event)
 
@@ -276,10 +279,27 @@ def _train(config, folder: RunFolder, events: EventWriter, *, resume: bool, stop
         if merged:
             events.emit("checkpoint", step=step, epoch=step // epochs.epoch_steps + epochs.epoch_begin,
                         files=[str(p) for p in merged])
+    if tracker is not None:
+        tracker.finish()
     state = "done" if reason == "finished" else "stopped"
     events.emit("done", reason=reason, step=step, outputs=[str(p) for p in outputs])
     folder.write_status(state=state, step=step, outputs=[str(p) for p in outputs])
     return RunResult(reason=reason, step=step, run_dir=folder.path, outputs=outputs)
+
+
+def _wandb_run(config, folder: RunFolder):
+    """Optional Weights & Biases logging (output.wandb = project name), as RWKV-PEFT's --wandb."""
+    if not config.output.wandb:
+        return None
+    try:
+        import wandb
+    except ImportError:
+        raise RwkvTuiError("output.wandb is set but the wandb package is not installed",
+                           hint="pip install wandb (and `wandb login`), or leave output.wandb empty") from None
+    from trainer.config import config_to_dict
+
+    return wandb.init(project=config.output.wandb, name=folder.path.name, dir=str(folder.path),
+                      config=config_to_dict(config))
 
 
 def _warm_start(model, method, config, events) -> None:
