@@ -56,3 +56,49 @@ def test_method_screen_snapshot(snap_compare, size):
         await pilot.pause(0.3)
 
     assert snap_compare(app, terminal_size=size, run_before=open_method)
+
+
+def _wizard_state():
+    from rwkv_tui.screens.wizard import WizardState
+    from trainer.config import RunConfig
+    from trainer.hardware import GpuInfo, HardwareReport
+    from trainer.model.init import rwkv7_spec
+
+    state = WizardState(config=RunConfig.for_method("lora", model__path="/models/rwkv7-1.5b.pth",
+                                                    data__path="/data/chat.bin"),
+                        spec=rwkv7_spec(24, 2048))
+    state.config.data.data_type = "binidx"
+    state.hardware = HardwareReport([GpuInfo(0, "NVIDIA GeForce RTX 4090", 24 * 1024**3, 23 * 1024**3,
+                                             "560.35", "12.6", "8.9")], source="nvml")
+    return state
+
+
+@pytest.mark.parametrize("step", ["hardware", "params", "review"])
+@pytest.mark.parametrize("size", SIZES)
+def test_wizard_screen_snapshots(snap_compare, monkeypatch, step, size):
+    import trainer.hardware
+    from rwkv_tui.screens.wizard import screen_for
+
+    state = _wizard_state()
+    monkeypatch.setattr(trainer.hardware, "detect_hardware", lambda: state.hardware)
+    app = RwkvTuiApp(runs_root=Path("/nonexistent"))
+
+    async def open_step(pilot):
+        app.push_screen(screen_for(step, state))
+        await pilot.pause(0.5)
+
+    assert snap_compare(app, terminal_size=size, run_before=open_step)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_presets_screen_snapshot(snap_compare, monkeypatch, tmp_path, size):
+    from rwkv_tui.screens.presets import PresetsScreen
+
+    monkeypatch.setenv("RWKV_TUI_CONFIG_DIR", str(tmp_path))
+    app = RwkvTuiApp(runs_root=Path("/nonexistent"))
+
+    async def open_presets(pilot):
+        app.push_screen(PresetsScreen())
+        await pilot.pause(0.3)
+
+    assert snap_compare(app, terminal_size=size, run_before=open_presets)

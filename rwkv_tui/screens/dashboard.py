@@ -36,6 +36,7 @@ class DashboardScreen(Screen):
     BINDINGS = [
         Binding("s", "stop", "Stop (saves a checkpoint)"),
         Binding("d", "detach", "Detach"),
+        Binding("c", "chat", "Chat with the result"),
         Binding("q", "detach", "Quit", show=False),
     ]
 
@@ -157,6 +158,24 @@ class DashboardScreen(Screen):
         self.view.state = "stopping"
         self.view.apply({"kind": "info", "message": "stop requested: saving a checkpoint…"})
         self.refresh_view()
+
+    def action_chat(self) -> None:
+        """Open the chat on this run's newest output: a merged model, an adapter or a state."""
+        from rwkv_tui.screens.chat import ChatScreen
+        from trainer.config import load_config
+
+        outputs = [p for p in self.view.checkpoints if p.endswith(".pth")]
+        if not outputs:
+            self.notify("no checkpoint yet: chat opens on the run's outputs", severity="warning")
+            return
+        newest = outputs[-1]
+        base = load_config(self.folder.config).model.path
+        if newest.endswith(("-merged.pth", "-model.pth")):
+            self.app.push_screen(ChatScreen(newest))
+        elif newest.endswith("-state.pth"):
+            self.app.push_screen(ChatScreen(base, state=newest))
+        else:
+            self.app.push_screen(ChatScreen(base, adapter=newest))
 
     def action_detach(self) -> None:
         # Leaving the UI never touches the trainer: it runs in its own session.

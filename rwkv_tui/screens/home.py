@@ -26,6 +26,7 @@ class HomeScreen(Screen):
             Option("New fine-tune — model, hardware, method, data, parameters, start", id="new"),
             Option("Try the demo — a tiny model and built-in data, on this CPU, in about a minute", id="demo"),
             Option("Runs — watch, attach to or resume a fine-tune", id="runs"),
+            Option("Presets — built-in recipes and yours", id="presets"),
             Option("Quit", id="quit"),
             id="home-menu",
         )
@@ -39,6 +40,10 @@ class HomeScreen(Screen):
             self.app.push_screen(screen_for("model", WizardState()))
         elif event.option.id == "demo":
             self.start_demo()
+        elif event.option.id == "presets":
+            from rwkv_tui.screens.presets import PresetsScreen
+
+            self.app.push_screen(PresetsScreen())
         elif event.option.id == "runs":
             from rwkv_tui.screens.runs import RunsScreen
 
