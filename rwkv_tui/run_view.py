@@ -27,6 +27,7 @@ class RunView:
     memory_total_gb: float | None = None
     memory_label: str = "VRAM"
     memory_history: list[float] = field(default_factory=list)
+    gpus: list[dict] = field(default_factory=list)  # per-GPU used/total (multi-GPU runs, via NVML)
     checkpoints: list[str] = field(default_factory=list)
     log: list[tuple[str, str]] = field(default_factory=list)  # (style, line)
     problems: int = 0
@@ -68,6 +69,7 @@ class RunView:
             self.memory_gb, self.memory_total_gb = e["ram_peak_gb"], None
         if self.memory_gb is not None:
             self.memory_history.append(self.memory_gb)
+        self.gpus = e.get("gpus", self.gpus)
 
     def _on_epoch(self, e: dict) -> None:
         self._log("", f"epoch {e.get('epoch')} done at step {e.get('step')}, smoothed loss "

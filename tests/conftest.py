@@ -47,6 +47,14 @@ def write_tiny_checkpoint(
     return path, spec
 
 
+@pytest.fixture(autouse=True)
+def isolated_user_dirs(tmp_path_factory, monkeypatch):
+    """Presets and recent files go to a temporary home, never the real one."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("RWKV_TUI_CONFIG_DIR", str(home / "config"))
+    monkeypatch.setenv("RWKV_TUI_STATE_DIR", str(home / "state"))
+
+
 @pytest.fixture
 def tiny_checkpoint(tmp_path):
     return write_tiny_checkpoint(tmp_path)

@@ -52,6 +52,9 @@ def test_run_view_folds_events():
     view.apply({"kind": "done", "reason": "stopped by SIGINT", "step": 1})
     assert view.state == "stopped" and view.loss == [2.0] and view.memory_history == [3.0]
     assert view.problems == 1 and view.progress == 0.25 and view.memory_total_gb == 80.0
+    view.apply({"kind": "step", "step": 2, "loss": 1.0, "vram_gb": 3.0, "vram_total_gb": 80.0,
+                "gpus": [{"index": 0, "used_gb": 3.5, "total_gb": 80.0}, {"index": 1, "used_gb": 3.4, "total_gb": 80.0}]})
+    assert [g["index"] for g in view.gpus] == [0, 1]
     assert format_duration(3725) == "1h02m" and format_duration(None) == "–"
 
 

@@ -39,6 +39,9 @@ async def test_wizard_walk_from_model_to_a_finished_run(tmp_path, monkeypatch):
         state = app.screen.state
         await wait_for(pilot, lambda: state.spec is not None)
         assert state.spec.n_layer == 2
+        from rwkv_tui.recent import recent_models
+
+        assert recent_models() == [str(ws.model)]
         await pilot.press("ctrl+n")
 
         await wait_for(pilot, lambda: type(app.screen).__name__ == "HardwareScreen")

@@ -78,6 +78,11 @@ def _from_nvml() -> list[GpuInfo] | None:
             pass
 
 
+def detect_gpus_nvml() -> list[GpuInfo] | None:
+    """NVML's view only (None without NVML): cheap, and never touches CUDA in this process."""
+    return _from_nvml()
+
+
 def _from_torch() -> list[GpuInfo]:
     import torch
 

@@ -135,6 +135,8 @@ class DashboardScreen(Screen):
             (v.memory_label, memory),
             ("checkpoints", str(len(v.checkpoints))),
         ]
+        for gpu in v.gpus if len(v.gpus) > 1 else []:
+            rows.append((f"GPU {gpu['index']}", f"{gpu['used_gb']:.1f} / {gpu['total_gb']:.0f} GB"))
         if v.wkv_op:
             rows.append(("wkv op", v.wkv_op))
         text = Text()

@@ -75,10 +75,27 @@ def memory_snapshot(device) -> dict[str, float]:
     if getattr(device, "type", str(device)) == "cuda" and torch.cuda.is_available():
         gb = 1024**3
         total = torch.cuda.get_device_properties(device).total_memory
-        return {
+        snapshot = {
             "vram_gb": torch.cuda.memory_allocated(device) / gb,
             "vram_peak_gb": torch.cuda.max_memory_allocated(device) / gb,
             "vram_reserved_gb": torch.cuda.memory_reserved(device) / gb,
             "vram_total_gb": total / gb,
         }
+        gpus = all_gpus_used()
+        if gpus:
+            snapshot["gpus"] = gpus
+        return snapshot
     return {"ram_peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2}
+
+
+def all_gpus_used() -> list[dict[str, float]] | None:
+    """Used/total memory of every GPU (multi-GPU runs), read through NVML so that no CUDA
+    context is created on the other devices; None without NVML."""
+    from trainer.hardware import detect_gpus_nvml
+
+    gpus = detect_gpus_nvml()
+    if not gpus:
+        return None
+    gb = 1024**3
+    return [{"index": g.index, "used_gb": (g.total_bytes - g.free_bytes) / gb, "total_gb": g.total_bytes / gb}
+            for g in gpus]

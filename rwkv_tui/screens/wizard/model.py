@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from textual import on, work
 from textual.app import ComposeResult
-from textual.widgets import Input, Static
+from textual.widgets import DirectoryTree, Input, OptionList, Static
 
+from rwkv_tui.recent import recent_models, remember_model
 from rwkv_tui.screens.wizard.base import WizardStep
+
+
+class CheckpointTree(DirectoryTree):
+    """Folders and .pth files only."""
+
+    def filter_paths(self, paths):
+        return [p for p in paths if (p.is_dir() and not p.name.startswith(".")) or p.suffix == ".pth"]
 
 
 class ModelScreen(WizardStep):
@@ -17,6 +27,12 @@ class ModelScreen(WizardStep):
                      "and vocabulary are read from the weights.", classes="help")
         yield Input(value=self.state.config.model.path, placeholder="/path/to/RWKV-x070-World-….pth", id="model-path")
         yield Static(id="model-info")
+        recent = recent_models()
+        if recent:
+            yield Static("Recent models", classes="help")
+            yield OptionList(*recent, id="recent-models")
+        yield Static("Or browse (folders and .pth files):", classes="help")
+        yield CheckpointTree(Path.cwd(), id="model-tree")
 
     def on_mount(self) -> None:
         if self.state.config.model.path:
@@ -25,6 +41,18 @@ class ModelScreen(WizardStep):
     @on(Input.Submitted, "#model-path")
     def _submitted(self, event: Input.Submitted) -> None:
         self.inspect(event.value.strip())
+
+    @on(OptionList.OptionSelected, "#recent-models")
+    def _recent(self, event: OptionList.OptionSelected) -> None:
+        self._pick(str(event.option.prompt))
+
+    @on(DirectoryTree.FileSelected)
+    def _file(self, event: DirectoryTree.FileSelected) -> None:
+        self._pick(str(event.path))
+
+    def _pick(self, path: str) -> None:
+        self.query_one("#model-path", Input).value = path
+        self.inspect(path)
 
     @work(thread=True, exclusive=True)
     def inspect(self, path: str) -> None:
@@ -48,6 +76,7 @@ class ModelScreen(WizardStep):
 
         self.state.spec = spec
         self.state.config.model.path = path
+        remember_model(path)
         self.query_one("#model-info", Static).update(spec_table(spec))
 
     def can_leave(self) -> bool:
