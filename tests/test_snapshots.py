@@ -102,3 +102,53 @@ def test_presets_screen_snapshot(snap_compare, monkeypatch, tmp_path, size):
         await pilot.pause(0.3)
 
     assert snap_compare(app, terminal_size=size, run_before=open_presets)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_model_screen_snapshot(snap_compare, monkeypatch, size):
+    """The model step browses the working folder: a fixed fixture folder keeps the tree stable."""
+    from rwkv_tui.screens.wizard import WizardState, screen_for
+
+    monkeypatch.chdir(Path(__file__).parent / "fixtures")
+    app = RwkvTuiApp(runs_root=Path("/nonexistent"))
+
+    async def open_steps(pilot):
+        app.push_screen(screen_for("model", WizardState()))
+        await pilot.pause(0.5)
+
+    assert snap_compare(app, terminal_size=size, run_before=open_steps)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_data_screen_snapshot(snap_compare, size):
+    from rwkv_tui.screens.wizard import WizardState, screen_for
+
+    app = RwkvTuiApp(runs_root=Path("/nonexistent"))
+
+    async def open_data(pilot):
+        app.push_screen(screen_for("data", WizardState()))
+        await pilot.pause(0.3)
+
+    assert snap_compare(app, terminal_size=size, run_before=open_data)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_runs_screen_snapshot(snap_compare, tmp_path, monkeypatch, size):
+    import json
+
+    from rwkv_tui.screens.runs import RunsScreen
+
+    folder = finished_run(tmp_path / "lora-20261122-120000", steps=12)
+    status = json.loads(folder.status.read_text())
+    status["updated"] = 1_790_000_000.0  # a fixed time: the list shows it
+    folder.status.write_text(json.dumps(status))
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    monkeypatch.chdir(tmp_path)  # the title shows the root: keep it the same on every machine
+    app = RwkvTuiApp(runs_root=Path("."))
+
+    async def open_runs(pilot):
+        app.push_screen(RunsScreen(Path(".")))
+        await pilot.pause(0.3)
+
+    assert snap_compare(app, terminal_size=size, run_before=open_runs)

@@ -112,3 +112,25 @@ def test_headless_command_reproduces_the_config():
     argv = shlex.split(headless_command(config))
     overrides = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
     assert _load(None, overrides) == config
+
+
+@pytest.mark.asyncio
+async def test_stop_on_a_live_run_leaves_a_checkpoint(tmp_path):
+    from rwkv_tui.launch import launch_training
+    from trainer.config import load_config
+
+    ws = create_demo(tmp_path / "demo")
+    config = load_config(ws.config)
+    config.epochs.epoch_steps, config.epochs.epoch_count = 500, 1
+    run_dir = tmp_path / "runs" / "live"
+    launch_training(config, run_dir)
+    app = RwkvTuiApp(attach=run_dir, runs_root=tmp_path / "runs")
+    async with app.run_test(size=(80, 24)) as pilot:
+        dashboard = app.screen
+        await wait_for(pilot, lambda: dashboard.view.step >= 2, timeout=90)
+        await pilot.press("s")
+        await pilot.press("s")
+        await wait_for(pilot, lambda: dashboard.view.state == "stopped", timeout=90)
+        stopped_at = dashboard.view.step
+    files = {p.name for p in (run_dir / "checkpoints").iterdir()}
+    assert "resume.ckpt" in files and f"step{stopped_at}-lora.pth" in files

@@ -61,6 +61,7 @@ class DataScreen(WizardStep):
 
     def on_mount(self) -> None:
         self.query_one("#length-histogram").border_title = "token lengths"
+        self.query_one("#check-progress", ProgressBar).update(total=1, progress=0)  # idle, not pulsing
         if self.state.config.data.path:
             self.run_check(self.state.config.data.path)
 
