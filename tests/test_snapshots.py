@@ -152,3 +152,20 @@ def test_runs_screen_snapshot(snap_compare, tmp_path, monkeypatch, size):
         await pilot.pause(0.3)
 
     assert snap_compare(app, terminal_size=size, run_before=open_runs)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_chat_screen_snapshot(snap_compare, tmp_path, monkeypatch, size):
+    from conftest import write_tiny_checkpoint
+    from rwkv_tui.screens.chat import ChatScreen
+
+    write_tiny_checkpoint(tmp_path, vocab_size=65536)
+    monkeypatch.chdir(tmp_path)
+    app = RwkvTuiApp(runs_root=Path("."))
+
+    async def open_chat(pilot):
+        app.push_screen(ChatScreen("tiny.pth"))
+        await _until(pilot, lambda: getattr(app.screen, "model", None) is not None)
+        await pilot.pause(0.2)
+
+    assert snap_compare(app, terminal_size=size, run_before=open_chat)
