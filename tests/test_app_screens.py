@@ -42,7 +42,7 @@ async def test_chat_screen_replies(tmp_path):
     path, _ = write_tiny_checkpoint(tmp_path, vocab_size=65536)
     app = RwkvTuiApp(runs_root=tmp_path)
     async with app.run_test(size=(100, 30)) as pilot:
-        app.push_screen(ChatScreen(str(path)))
+        app.push_screen(ChatScreen(str(path), max_tokens=16))
         screen = app.screen
         await wait_for(pilot, lambda: screen.model is not None and not screen.query_one("#chat-input").disabled)
         screen.query_one("#chat-input").value = "Hello"

@@ -13,8 +13,10 @@ from textual.widgets import Footer, Input, RichLog, Static
 class ChatScreen(Screen):
     BINDINGS = [Binding("escape", "app.pop_screen", "Back"), Binding("ctrl+r", "reset", "New conversation")]
 
-    def __init__(self, model_path: str, adapter: str | None = None, state: str | None = None) -> None:
+    def __init__(self, model_path: str, adapter: str | None = None, state: str | None = None,
+                 max_tokens: int = 200) -> None:
         super().__init__()
+        self.max_tokens = max_tokens
         self.model_path, self.adapter, self.state_file = model_path, adapter, state
         self.history: list[tuple[str, str]] = []
         self.model = None
@@ -63,7 +65,7 @@ class ChatScreen(Screen):
         from trainer.world_tokenizer import get_tokenizer
 
         text = "".join(generate(self.model, get_tokenizer(), chat_prompt(self.history, message),
-                                SamplingConfig(temperature=1.0, top_p=0.7, max_tokens=200)))
+                                SamplingConfig(temperature=1.0, top_p=0.7, max_tokens=self.max_tokens)))
         self.history.append((message, text.strip()))
         self.app.call_from_thread(self._show_reply, text)
 
