@@ -73,3 +73,14 @@ def test_schedules():
     assert learning_rate(37, total_steps=100, lr_init=2e-5, lr_final=2e-5) == pytest.approx(2e-5)
     with pytest.raises(ValueError):
         learning_rate(1, 10, 1.0, 1.0, schedule="linear")
+
+
+def test_every_throttles(monkeypatch):
+    import trainer.training.metrics as metrics
+
+    clock = [100.0]
+    monkeypatch.setattr(metrics.time, "monotonic", lambda: clock[0])
+    every = metrics.Every(seconds=1.0)
+    assert every.ready() and not every.ready()
+    clock[0] += 1.0
+    assert every.ready()

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 
 from trainer.errors import RwkvTuiError
 from trainer.training.folder import EventWriter, RunFolder
-from trainer.training.metrics import SmoothedValue, Throughput, memory_snapshot
+from trainer.training.metrics import Every, SmoothedValue, Throughput, memory_snapshot
 from trainer.training.schedule import learning_rate
 from trainer.training.signals import StopRequest, stop_on_signals
 
@@ -192,6 +192,7 @@ def _train(config, folder: RunFolder, events: EventWriter, *, resume: bool, stop
     folder.write_status(state="running", step=step, total_steps=total_steps)
     throughput = Throughput()
     throughput.start()
+    status_due = Every(seconds=1.0)
     outputs: list[Path] = []
     saved_at_step = -1
     reason = "finished"
@@ -258,8 +259,9 @@ def _train(config, folder: RunFolder, events: EventWriter, *, resume: bool, stop
             wkv_op_reported = True
         if fabric.is_global_zero:
             events.emit("step", **event)
-            folder.write_status(state="running", step=step, loss=step_loss,
-                                smoothed_loss=event["smoothed_loss"], eta_s=event["eta_s"])
+            if status_due.ready():  # status.json is fsynced: once a second is plenty
+                folder.write_status(state="running", step=step, loss=step_loss,
+                                    smoothed_loss=event["smoothed_loss"], eta_s=event["eta_s"])
         if tracker is not None:
             tracker.log({k: v for k, v in event.items() if isinstance(v, (int, float))}, step=step)
         if on_step is not None:
@@ -347,8 +349,8 @@ def _save_resume(fabric, path: Path, model, optimizer, method, step: int, smooth
 
     Written to a temporary name and renamed, so a crash mid-save keeps the previous one.
     """
-    trainable = {name for name, p in fabric_unwrap(model).named_parameters()
-                 if p in set(method.optimizer_parameters(fabric_unwrap(model)))}
+    in_optimizer = {id(p) for p in method.optimizer_parameters(fabric_unwrap(model))}
+    trainable = {name for name, p in fabric_unwrap(model).named_parameters() if id(p) in in_optimizer}
     tmp = path.with_name(path.name + ".tmp")
     state = {"model": model, "optimizer": optimizer, "step": step, "smoothed": smoothed.state_dict(),
              "rng": _rng_state()}

@@ -68,6 +68,25 @@ class Throughput:
         return None if per_step is None else per_step * remaining_steps
 
 
+class Every:
+    """True at most once per `seconds` (the first call included): throttles work off the hot path."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._last = float("-inf")
+
+    def ready(self) -> bool:
+        now = time.monotonic()
+        if now - self._last >= self.seconds:
+            self._last = now
+            return True
+        return False
+
+
+_gpu_poll = Every(seconds=5.0)
+_last_gpus: list[dict[str, float]] | None = None
+
+
 def memory_snapshot(device) -> dict[str, float]:
     """GPU memory (allocated, peak, reserved, total) in GB on CUDA; process peak RSS elsewhere."""
     import torch
@@ -81,9 +100,11 @@ def memory_snapshot(device) -> dict[str, float]:
             "vram_reserved_gb": torch.cuda.memory_reserved(device) / gb,
             "vram_total_gb": total / gb,
         }
-        gpus = all_gpus_used()
-        if gpus:
-            snapshot["gpus"] = gpus
+        global _last_gpus
+        if _gpu_poll.ready():  # NVML init + queries: every few seconds, not every step
+            _last_gpus = all_gpus_used()
+        if _last_gpus:
+            snapshot["gpus"] = _last_gpus
         return snapshot
     return {"ram_peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2}
 
