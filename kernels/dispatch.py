@@ -1,7 +1,7 @@
 """Choosing the WKV7 op: a registry of implementations, each with an availability check.
 
-GPU ops (our CUDA and Triton kernels, rwkv-fla) register here with `register_op`; the
-model only ever calls `wkv7(..., op=...)` and learns from the result which op ran.
+GPU ops (our CUDA and Triton kernels, rwkv-fla) plug in with `register_op`; the model
+only ever calls `wkv7(..., op=...)` and learns from the result which op ran.
 """
 
 from __future__ import annotations
@@ -15,8 +15,13 @@ import torch
 from kernels.wkv7_chunked import wkv7_chunked
 from kernels.wkv7_reference import wkv7_sequential
 
+# An op: (r, w, k, v, a, b, state or None) -> (y [B,T,H,N] in the input dtype, final state [B,H,N,N]).
+WkvFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+# None when the op can run on this device with this input dtype, else the reason it cannot.
+Availability = Callable[[torch.device, torch.dtype], "str | None"]
 
-class KernelUnavailableError(RuntimeError):
+
+class KernelUnavailableError(Exception):
     """The requested op cannot run here (no GPU, package missing, unsupported dtype…)."""
 
 
@@ -29,13 +34,13 @@ class Wkv7Output(NamedTuple):
 @dataclass(frozen=True)
 class OpInfo:
     name: str
-    fn: Callable
-    availability: Callable[[torch.device, torch.dtype], str | None]  # None = available, else why not
+    fn: WkvFn
+    availability: Availability
     priority: int  # higher wins under "auto"
 
 
 _REGISTRY: dict[str, OpInfo] = {}
-# Names users may ask for that are not (yet) registered, with the reason shown to them.
+# Names users may ask for before their op is registered, with the reason shown to them.
 _PLANNED = {
     "cuda": "the CUDA WKV7 kernel is not built into this version (it needs a CUDA GPU and a compiler)",
     "triton": "the Triton WKV7 kernel is not built into this version (it needs a CUDA GPU and triton)",
@@ -44,19 +49,22 @@ _PLANNED = {
 ALIASES = {"torch": "torch_chunked"}
 
 
-def register_op(name: str, fn: Callable, availability: Callable, priority: int = 0) -> None:
+def register_op(name: str, fn: WkvFn, availability: Availability, priority: int = 0) -> None:
+    """Add (or replace) an op. `availability(device, dtype)` must be cheap: "auto" calls it
+    on every `wkv7` call. Under "auto" the available op with the highest priority runs."""
     _REGISTRY[name] = OpInfo(name, fn, availability, priority)
 
 
-def _always(device, dtype) -> None:
+def _everywhere(device: torch.device, dtype: torch.dtype) -> None:
     return None
 
 
-register_op("torch_chunked", wkv7_chunked, _always, priority=10)
-register_op("torch_sequential", wkv7_sequential, _always, priority=0)
+register_op("torch_chunked", wkv7_chunked, _everywhere, priority=10)
+register_op("torch_sequential", wkv7_sequential, _everywhere, priority=0)
 
 
 def available_ops(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> list[str]:
+    """Registered ops that can run on `device` with inputs of `dtype`, best first."""
     device = torch.device(device)
     ops = [info for info in _REGISTRY.values() if info.availability(device, dtype) is None]
     return [info.name for info in sorted(ops, key=lambda i: -i.priority)]
@@ -72,7 +80,7 @@ def resolve_op(op: str, device: str | torch.device = "cpu", dtype: torch.dtype =
     if info is None:
         reason = _PLANNED.get(name)
         if reason is None:
-            known = ", ".join(["auto", *ALIASES, *_REGISTRY, *_PLANNED])
+            known = ", ".join(dict.fromkeys(["auto", *ALIASES, *_REGISTRY, *_PLANNED]))
             raise KernelUnavailableError(f"unknown WKV op {op!r}; choose one of: {known}")
         raise KernelUnavailableError(f"op {op!r} is not available: {reason}; use op='auto'")
     reason = info.availability(device, dtype)
@@ -81,9 +89,29 @@ def resolve_op(op: str, device: str | torch.device = "cpu", dtype: torch.dtype =
     return name
 
 
+def check_inputs(r, w, k, v, a, b, state) -> None:
+    """Shape mistakes fail here with names, not deep inside a matrix product."""
+    if r.dim() != 4:
+        raise ValueError(f"wkv7 inputs must be [B, T, H, N], got r of shape {tuple(r.shape)}")
+    for name, x in zip("wkvab", (w, k, v, a, b)):
+        if x.shape != r.shape:
+            raise ValueError(f"wkv7 input {name} has shape {tuple(x.shape)}, r has {tuple(r.shape)}")
+    B, T, H, N = r.shape
+    if T < 1:
+        raise ValueError("wkv7 needs at least one time step (T ≥ 1)")
+    if state is not None and state.shape != (B, H, N, N):
+        raise ValueError(f"wkv7 state must be [B, H, N, N] = {(B, H, N, N)}, got {tuple(state.shape)}")
+
+
 def wkv7(r, w, k, v, a, b, state=None, op: str = "auto") -> Wkv7Output:
-    """The RWKV-7 WKV operator. Inputs [B, T, H, N]; `w` is log(-log(decay)); `state`
-    [B, H, N, N] value-major or None (zeros). Differentiable in all inputs and the state."""
+    """The RWKV-7 WKV operator, S_t = S_{t-1} (diag(e^{-e^{w_t}}) + a_t b_tᵀ) + v_t k_tᵀ, y_t = S_t r_t.
+
+    r, w, k, v, a, b: [B, T, H, N]; `w` is RWKV-7's log(-log(decay)). `state`: the initial
+    [B, H, N, N] value-major state (S[i, j]: value i, key j), or None for zeros. The state is
+    computed in fp32 (fp64 for fp64 inputs) whatever the input dtype. Differentiable in all
+    six inputs and the initial state. `op`: "auto", or a name from `available_ops`.
+    """
+    check_inputs(r, w, k, v, a, b, state)
     name = resolve_op(op, r.device, r.dtype)
     y, final_state = _REGISTRY[name].fn(r, w, k, v, a, b, state)
     return Wkv7Output(y, final_state, name)

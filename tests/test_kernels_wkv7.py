@@ -1,12 +1,33 @@
-"""Every WKV7 op equals the float64 step-by-step recurrence: forward, six gradients, state gradient."""
+"""Every WKV7 op equals the float64 step-by-step recurrence: forward, six gradients, state gradient.
+
+The sequential reference itself is checked twice: against the formula written out below,
+and against the official `rwkv` package's x070 CPU path (run in a subprocess).
+"""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from kernels import KernelUnavailableError, available_ops, resolve_op, wkv7, wkv7_chunked, wkv7_sequential
+from kernels import (
+    KernelUnavailableError,
+    available_ops,
+    dispatch,
+    register_op,
+    resolve_op,
+    wkv7,
+    wkv7_chunked,
+    wkv7_sequential,
+)
+from kernels.wkv7_chunked import safe_chunk_length
+
+NAMES = ["r", "w", "k", "v", "a", "b", "state"]
 
 
 def make_inputs(B, T, H, N, dtype=torch.float64, seed=0, w_scale=2.0, w_shift=0.0):
@@ -39,6 +60,23 @@ def per_step_loop(r, w, k, v, a, b, state):
     return y, S_all
 
 
+def gradients(fn, x, state, seed=7):
+    """Gradients of a random linear function of (y, final state) w.r.t. the six inputs and the state."""
+    x = [t.detach().requires_grad_() for t in x]
+    state = state.detach().requires_grad_()
+    g = torch.Generator().manual_seed(seed)
+    dy = torch.randn(x[0].shape, generator=g, dtype=torch.float64)
+    ds = torch.randn(state.shape, generator=g, dtype=torch.float64)
+    y, s = fn(*x, state=state)
+    return torch.autograd.grad((y * dy).sum() + (s * ds).sum(), [*x, state])
+
+
+def assert_same_gradients(got, ref, tol):
+    for name, g_got, g_ref in zip(NAMES, got, ref):
+        assert torch.isfinite(g_got).all(), f"gradient of {name} is not finite"
+        torch.testing.assert_close(g_got, g_ref, rtol=tol, atol=tol, msg=f"gradient of {name}")
+
+
 def test_sequential_matches_the_formula():
     x = make_inputs(2, 7, 2, 4)
     state = torch.randn(2, 2, 4, 4, dtype=torch.float64)
@@ -59,22 +97,21 @@ def test_chunked_equals_sequential_forward(T, with_state):
     torch.testing.assert_close(s2, s1, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("T,chunk", [(1, 32), (13, 4), (40, 16), (70, 32)])
+@pytest.mark.parametrize("T,chunk", [(1, 32), (13, 4), (40, 16), (70, 32), (200, 32)])
 def test_chunked_equals_sequential_gradients(T, chunk):
-    x = [t.requires_grad_() for t in make_inputs(2, T, 2, 8, seed=100 + T)]
-    state = torch.randn(2, 2, 8, 8, dtype=torch.float64, requires_grad=True)
-    g = torch.Generator().manual_seed(7)
-    dy = torch.randn(2, T, 2, 8, generator=g, dtype=torch.float64)
-    ds = torch.randn(2, 2, 8, 8, generator=g, dtype=torch.float64)
+    x = make_inputs(2, T, 2, 8, seed=100 + T)
+    state = torch.randn(2, 2, 8, 8, dtype=torch.float64)
+    ref = gradients(wkv7_sequential, x, state)
+    got = gradients(lambda *a, state: wkv7_chunked(*a, state=state, chunk=chunk), x, state)
+    assert_same_gradients(got, ref, 1e-9)
 
-    def grads(fn):
-        y, s = fn(*x, state=state)
-        return torch.autograd.grad((y * dy).sum() + (s * ds).sum(), [*x, state])
 
-    ref = grads(wkv7_sequential)
-    got = grads(lambda *a, state: wkv7_chunked(*a, state=state, chunk=chunk))
-    for name, g_ref, g_got in zip(["r", "w", "k", "v", "a", "b", "state"], ref, got):
-        torch.testing.assert_close(g_got, g_ref, rtol=1e-9, atol=1e-9, msg=f"gradient of {name}")
+def test_gradients_without_an_initial_state():
+    x = [t.requires_grad_() for t in make_inputs(2, 45, 2, 8, seed=9)]
+    dy = torch.randn(2, 45, 2, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    ref = torch.autograd.grad((wkv7_sequential(*x)[0] * dy).sum(), x)
+    got = torch.autograd.grad((wkv7_chunked(*x)[0] * dy).sum(), x)
+    assert_same_gradients(got, ref, 1e-9)
 
 
 def test_expanded_state_gets_a_gradient():
@@ -98,6 +135,44 @@ def test_long_sequences_stay_finite_and_exact(w_shift):
     torch.testing.assert_close(s2, s1, rtol=1e-9, atol=1e-9)
 
 
+def test_long_sequence_gradients_at_the_fastest_decay():
+    x = make_inputs(1, 600, 2, 8, w_scale=0.5, w_shift=8.0, seed=4)
+    state = torch.randn(1, 2, 8, 8, dtype=torch.float64)
+    assert_same_gradients(gradients(wkv7_chunked, x, state), gradients(wkv7_sequential, x, state), 1e-9)
+
+
+def test_fp32_long_sequence_at_the_fastest_decay_stays_close():
+    x64 = make_inputs(1, 1000, 2, 32, w_scale=0.5, w_shift=8.0, seed=6)
+    y32, s32 = wkv7_chunked(*[t.float() for t in x64])
+    y64, s64 = wkv7_sequential(*x64)
+    assert torch.isfinite(y32).all() and torch.isfinite(s32).all()
+    assert ((y32.double() - y64).norm() / y64.norm()) < 1e-5
+    assert ((s32.double() - s64).norm() / s64.norm()) < 1e-5
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_decays_beyond_rwkv7s_range_stay_exact(dtype):
+    """w up to +4 (decay e^-55): the chunk shortens itself instead of overflowing."""
+    x = make_inputs(2, 90, 2, 8, seed=8)
+    x[1] = torch.empty_like(x[1]).uniform_(-3.0, 4.0, generator=torch.Generator().manual_seed(2))
+    assert safe_chunk_length(-torch.exp(x[1]), 32) < 32
+    state = torch.randn(2, 2, 8, 8, dtype=torch.float64)
+    y1, s1 = wkv7_sequential(*x, state=state)
+    y2, s2 = wkv7_chunked(*[t.to(dtype) for t in x], state=state.to(dtype))
+    tol = 1e-10 if dtype == torch.float64 else 1e-4
+    torch.testing.assert_close(y2.double(), y1, rtol=tol, atol=tol)
+    torch.testing.assert_close(s2.double(), s1, rtol=tol, atol=tol)
+    if dtype == torch.float64:
+        assert_same_gradients(gradients(wkv7_chunked, x, state), gradients(wkv7_sequential, x, state), 1e-9)
+
+
+def test_chunk_length_is_kept_inside_rwkv7s_range():
+    fastest_rwkv7 = -torch.exp(torch.tensor([-0.5]))  # the largest per-step log-decay RWKV-7 can produce
+    assert safe_chunk_length(fastest_rwkv7, 32) == 32
+    assert safe_chunk_length(torch.tensor([-10.0]), 32) == 8
+    assert safe_chunk_length(torch.tensor([-40.0]), 32) == 2
+
+
 def test_bf16_inputs_keep_an_fp32_state():
     x64 = make_inputs(1, 50, 2, 16, seed=5)
     x16 = [t.to(torch.bfloat16) for t in x64]
@@ -106,6 +181,21 @@ def test_bf16_inputs_keep_an_fp32_state():
     y_ref, s_ref = wkv7_sequential(*[t.double() for t in x16])
     assert ((y.double() - y_ref).norm() / y_ref.norm()) < 2e-2
     assert ((s.double() - s_ref).norm() / s_ref.norm()) < 1e-5
+
+
+def test_bf16_gradients_come_back_in_bf16_and_close():
+    x64 = make_inputs(1, 40, 2, 16, seed=12)
+    x16 = [t.to(torch.bfloat16).requires_grad_() for t in x64]
+    state = torch.randn(1, 2, 16, 16, requires_grad=True)
+    y, s, _ = wkv7(*x16, state=state)
+    (y.float().square().sum() + s.sum()).backward()
+    ref = [t.double().detach().requires_grad_() for t in x16]
+    ref_state = state.double().detach().requires_grad_()
+    y_ref, s_ref = wkv7_sequential(*ref, state=ref_state)
+    (y_ref.square().sum() + s_ref.sum()).backward()
+    for name, got, want in zip(NAMES, [*x16, state], [*ref, ref_state]):
+        assert got.grad.dtype == got.dtype, name
+        assert ((got.grad.double() - want.grad).norm() / want.grad.norm()) < 3e-2, name
 
 
 def test_fp32_matches_fp64():
@@ -129,3 +219,106 @@ def test_dispatcher_reports_the_op_and_explains_refusals():
         resolve_op("fla", "cpu")
     with pytest.raises(KernelUnavailableError, match="unknown WKV op 'fast'"):
         resolve_op("fast", "cpu")
+
+
+def test_registered_op_is_chosen_where_available(monkeypatch):
+    """How the GPU ops plug in: a function plus an availability check."""
+    monkeypatch.setattr(dispatch, "_REGISTRY", dict(dispatch._REGISTRY))
+    calls = []
+
+    def fake_op(r, w, k, v, a, b, state):
+        calls.append(r.dtype)
+        return wkv7_sequential(r, w, k, v, a, b, state)
+
+    register_op("triton", fake_op, lambda device, dtype: None if dtype == torch.float64 else "fp64 only here",
+                priority=20)
+    x = make_inputs(1, 3, 1, 4)
+    assert wkv7(*x).op == "triton" and calls == [torch.float64]
+    assert available_ops("cpu", torch.float32) == ["torch_chunked", "torch_sequential"]
+    assert wkv7(*[t.float() for t in x]).op == "torch_chunked"
+    with pytest.raises(KernelUnavailableError, match="fp64 only here"):
+        wkv7(*[t.float() for t in x], op="triton")
+
+
+def test_bad_shapes_are_named():
+    x = make_inputs(2, 5, 2, 4)
+    with pytest.raises(ValueError, match="input k"):
+        wkv7(x[0], x[1], x[2][:, :4], *x[3:])
+    with pytest.raises(ValueError, match=r"state must be \[B, H, N, N\]"):
+        wkv7(*x, state=torch.zeros(2, 2, 4, 5))
+    with pytest.raises(ValueError, match="T ≥ 1"):
+        wkv7(*[t[:, :0] for t in x])
+
+
+# --- the official package as an oracle -------------------------------------------------------------------
+# Its x070 CPU path (RWKV_x070_TMix_seq) wraps the recurrence in the time mix. With token-shift mixes at 0,
+# the gate at 1, the bonus at 0 and an identity output, what comes out is group_norm(y) and the final state.
+
+def _time_mix_params(T, H, N, seed=0):
+    C = H * N
+    g = torch.Generator().manual_seed(seed)
+
+    def randn(*shape, scale=1.0):
+        return torch.randn(*shape, generator=g) * scale
+
+    return {
+        "x": randn(T, C), "state": randn(H, N, N),
+        "R": randn(C, C, scale=C ** -0.5), "K": randn(C, C, scale=C ** -0.5), "V": randn(C, C, scale=C ** -0.5),
+        "w0": randn(C), "w1": randn(C, 8, scale=0.3), "w2": randn(8, C, scale=0.3),
+        "a0": randn(C), "a1": randn(C, 8, scale=0.3), "a2": randn(8, C, scale=0.3),
+        "k_k": 1 + randn(C, scale=0.2), "k_a": 1 + randn(C, scale=0.2),
+    }
+
+
+def _run_official_time_mix(params_file: str, out_file: str) -> None:
+    """In the subprocess: the package reads its switches from the environment at import time."""
+    import rwkv.model as official
+
+    p = torch.load(params_file, weights_only=True)
+    C = p["x"].shape[1]
+    H, N = p["state"].shape[0], p["state"].shape[1]
+    zeros, ones = torch.zeros(C), torch.ones(C)
+    out, _, state, _ = official.RWKV_x070_TMix_seq(
+        0, H, N, p["x"], zeros, p["x"], p["state"].clone(),
+        zeros, zeros, zeros, zeros, zeros, zeros,                    # x_r, x_w, x_k, x_v, x_a, x_g
+        p["w0"], p["w1"], p["w2"], p["a0"], p["a1"], p["a2"],
+        zeros, torch.zeros(C, 1), torch.zeros(1, C),                  # v0, v1, v2 (unused in layer 0)
+        torch.zeros(C, 1), torch.full((1, C), 2.0),                   # g1, g2: gate = 2 * sigmoid(0) = 1
+        p["k_k"], p["k_a"], zeros,                                    # k_k, k_a, r_k
+        p["R"], p["K"], p["V"], torch.eye(C), ones, zeros,            # R_, K_, V_, O_, ln_w, ln_b
+    )
+    torch.save({"out": out, "state": state}, out_file)
+
+
+def test_sequential_matches_the_official_rwkv_package(tmp_path):
+    pytest.importorskip("rwkv")
+    T, H, N = 24, 2, 8
+    p = _time_mix_params(T, H, N)
+    torch.save(p, tmp_path / "params.pt")
+    env = dict(os.environ, RWKV_V7_ON="1", RWKV_CUDA_ON="0", RWKV_JIT_ON="0")
+    proc = subprocess.run([sys.executable, str(Path(__file__)), str(tmp_path / "params.pt"), str(tmp_path / "out.pt")],
+                          env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    official = torch.load(tmp_path / "out.pt", weights_only=True)
+
+    # The same inputs as the package derives them (DESIGN.md's time mix), then our op in float64.
+    q = {name: t.double() for name, t in p.items()}
+    x = q["x"]
+    r, k, v = x @ q["R"], x @ q["K"], x @ q["V"]
+    w = -F.softplus(-(q["w0"] + torch.tanh(x @ q["w1"]) @ q["w2"])) - 0.5
+    a = torch.sigmoid(q["a0"] + (x @ q["a1"]) @ q["a2"])
+    kk = F.normalize((k * q["k_k"]).view(T, H, N), dim=-1)
+    k = k * (1 + (a - 1) * q["k_a"])
+    heads = (1, T, H, N)
+    y, state = wkv7_sequential(r.view(heads), w.view(heads), k.view(heads), v.view(heads),
+                               -kk.view(heads), (kk * a.view(T, H, N)).view(heads), state=q["state"][None])
+
+    def rel(got, want):
+        return float((got.double() - want).norm() / want.norm())
+
+    assert rel(official["state"], state[0]) < 1e-5
+    assert rel(official["out"], F.group_norm(y.view(T, H * N), H, eps=64e-5)) < 1e-4
+
+
+if __name__ == "__main__":
+    _run_official_time_mix(sys.argv[1], sys.argv[2])
