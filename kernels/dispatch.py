@@ -6,6 +6,7 @@ only ever calls `wkv7(..., op=...)` and learns from the result which op ran.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -113,5 +114,14 @@ def wkv7(r, w, k, v, a, b, state=None, op: str = "auto") -> Wkv7Output:
     """
     check_inputs(r, w, k, v, a, b, state)
     name = resolve_op(op, r.device, r.dtype)
-    y, final_state = _REGISTRY[name].fn(r, w, k, v, a, b, state)
+    with _autocast_off(r.device):
+        y, final_state = _REGISTRY[name].fn(r, w, k, v, a, b, state)
     return Wkv7Output(y, final_state, name)
+
+
+def _autocast_off(device: torch.device):
+    """Mixed precision (Lightning's "bf16-mixed") runs the model under autocast, which would
+    quietly turn the state's fp32 products into bf16 ones; every op keeps its own precision."""
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return contextlib.nullcontext()

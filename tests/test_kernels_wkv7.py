@@ -206,6 +206,22 @@ def test_fp32_matches_fp64():
     assert ((s32.double() - s64).norm() / s64.norm()) < 1e-5
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_state_stays_fp32_under_mixed_precision_autocast(dtype):
+    """bf16-mixed training runs the model under autocast; the op must not let it demote the state."""
+    x64 = make_inputs(1, 200, 2, 32, seed=13)
+    x = [t.to(dtype).requires_grad_() for t in x64]
+    state = torch.randn(1, 2, 32, 32, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, s, _ = wkv7(*x, state=state)
+        (y.float().square().sum() + s.sum()).backward()
+    assert y.dtype == dtype and s.dtype == torch.float32 and state.grad.dtype == torch.float32
+    y_ref, s_ref = wkv7_sequential(*[t.detach().double() for t in x], state=state.detach().double())
+    assert ((s.double() - s_ref).norm() / s_ref.norm()) < 1e-5
+    if dtype == torch.float32:
+        assert ((y.double() - y_ref).norm() / y_ref.norm()) < 1e-5
+
+
 def test_dispatcher_reports_the_op_and_explains_refusals():
     x = make_inputs(1, 5, 1, 4)
     assert wkv7(*x).op == "torch_chunked"
