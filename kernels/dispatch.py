@@ -1,7 +1,8 @@
-"""Choosing the WKV7 op: a registry of implementations, each with an availability check.
+"""Choosing a WKV op: a registry of implementations per operator family ("wkv7", "wkv6",
+"wkv5"), each with an availability check.
 
 GPU ops (our CUDA and Triton kernels, rwkv-fla) plug in with `register_op`; the model
-only ever calls `wkv7(..., op=...)` and learns from the result which op ran.
+only ever calls `wkv7(..., op=...)` (or `wkv6`/`wkv5`) and learns from the result which op ran.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ class OpInfo:
     priority: int  # higher wins under "auto"
 
 
-_REGISTRY: dict[str, OpInfo] = {}
+# family -> op name -> op
+_REGISTRY: dict[str, dict[str, OpInfo]] = {}
 # Names users may ask for before their op is registered, with the reason shown to them.
 _PLANNED = {
     "cuda": "the CUDA WKV7 kernel is not built into this version (it needs a CUDA GPU and a compiler)",
@@ -50,10 +52,11 @@ _PLANNED = {
 ALIASES = {"torch": "torch_chunked"}
 
 
-def register_op(name: str, fn: WkvFn, availability: Availability, priority: int = 0) -> None:
-    """Add (or replace) an op. `availability(device, dtype)` must be cheap: "auto" calls it
-    on every `wkv7` call. Under "auto" the available op with the highest priority runs."""
-    _REGISTRY[name] = OpInfo(name, fn, availability, priority)
+def register_op(name: str, fn: WkvFn, availability: Availability, priority: int = 0,
+                family: str = "wkv7") -> None:
+    """Add (or replace) an op of `family`. `availability(device, dtype)` must be cheap: "auto"
+    calls it on every call. Under "auto" the available op with the highest priority runs."""
+    _REGISTRY.setdefault(family, {})[name] = OpInfo(name, fn, availability, priority)
 
 
 def _everywhere(device: torch.device, dtype: torch.dtype) -> None:
@@ -64,25 +67,28 @@ register_op("torch_chunked", wkv7_chunked, _everywhere, priority=10)
 register_op("torch_sequential", wkv7_sequential, _everywhere, priority=0)
 
 
-def available_ops(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> list[str]:
-    """Registered ops that can run on `device` with inputs of `dtype`, best first."""
+def available_ops(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                  family: str = "wkv7") -> list[str]:
+    """Registered ops of `family` that can run on `device` with inputs of `dtype`, best first."""
     device = torch.device(device)
-    ops = [info for info in _REGISTRY.values() if info.availability(device, dtype) is None]
+    ops = [info for info in _REGISTRY.get(family, {}).values() if info.availability(device, dtype) is None]
     return [info.name for info in sorted(ops, key=lambda i: -i.priority)]
 
 
-def resolve_op(op: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> str:
+def resolve_op(op: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+               family: str = "wkv7") -> str:
     """The concrete op `op` means on this device and dtype, or KernelUnavailableError saying why not."""
     device = torch.device(device)
     if op == "auto":
-        return available_ops(device, dtype)[0]
+        return available_ops(device, dtype, family)[0]
     name = ALIASES.get(op, op)
-    info = _REGISTRY.get(name)
+    registry = _REGISTRY.get(family, {})
+    info = registry.get(name)
     if info is None:
         reason = _PLANNED.get(name)
         if reason is None:
-            known = ", ".join(dict.fromkeys(["auto", *ALIASES, *_REGISTRY, *_PLANNED]))
-            raise KernelUnavailableError(f"unknown WKV op {op!r}; choose one of: {known}")
+            known = ", ".join(dict.fromkeys(["auto", *ALIASES, *registry, *_PLANNED]))
+            raise KernelUnavailableError(f"unknown {family} op {op!r}; choose one of: {known}")
         raise KernelUnavailableError(f"op {op!r} is not available: {reason}; use op='auto'")
     reason = info.availability(device, dtype)
     if reason is not None:
@@ -114,12 +120,12 @@ def wkv7(r, w, k, v, a, b, state=None, op: str = "auto") -> Wkv7Output:
     """
     check_inputs(r, w, k, v, a, b, state)
     name = resolve_op(op, r.device, r.dtype)
-    with _autocast_off(r.device):
-        y, final_state = _REGISTRY[name].fn(r, w, k, v, a, b, state)
+    with autocast_off(r.device):
+        y, final_state = _REGISTRY["wkv7"][name].fn(r, w, k, v, a, b, state)
     return Wkv7Output(y, final_state, name)
 
 
-def _autocast_off(device: torch.device):
+def autocast_off(device: torch.device):
     """Mixed precision (Lightning's "bf16-mixed") runs the model under autocast, which would
     quietly turn the state's fp32 products into bf16 ones; every op keeps its own precision."""
     if torch.amp.is_autocast_available(device.type):

@@ -233,13 +233,13 @@ def test_dispatcher_reports_the_op_and_explains_refusals():
         wkv7(*x, op="cuda")
     with pytest.raises(KernelUnavailableError, match="rwkv-fla"):
         resolve_op("fla", "cpu")
-    with pytest.raises(KernelUnavailableError, match="unknown WKV op 'fast'"):
+    with pytest.raises(KernelUnavailableError, match="unknown wkv7 op 'fast'"):
         resolve_op("fast", "cpu")
 
 
 def test_registered_op_is_chosen_where_available(monkeypatch):
     """How the GPU ops plug in: a function plus an availability check."""
-    monkeypatch.setattr(dispatch, "_REGISTRY", dict(dispatch._REGISTRY))
+    monkeypatch.setattr(dispatch, "_REGISTRY", {f: dict(ops) for f, ops in dispatch._REGISTRY.items()})
     calls = []
 
     def fake_op(r, w, k, v, a, b, state):
