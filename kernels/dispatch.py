@@ -16,6 +16,7 @@ import torch
 
 from kernels.wkv7_chunked import wkv7_chunked
 from kernels.wkv7_reference import wkv7_sequential
+from kernels.wkv7_triton import triton_availability, wkv7_triton
 
 # An op: (r, w, k, v, a, b, state or None) -> (y [B,T,H,N] in the input dtype, final state [B,H,N,N]).
 WkvFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
@@ -46,7 +47,6 @@ _REGISTRY: dict[str, dict[str, OpInfo]] = {}
 # Names users may ask for before their op is registered, with the reason shown to them.
 _PLANNED = {
     "cuda": "the CUDA WKV7 kernel is not built into this version (it needs a CUDA GPU and a compiler)",
-    "triton": "the Triton WKV7 kernel is not built into this version (it needs a CUDA GPU and triton)",
     "fla": "the rwkv-fla adapter needs a CUDA GPU and the rwkv-fla package (pip install 'rwkv-tui[gpu]')",
 }
 ALIASES = {"torch": "torch_chunked"}
@@ -65,6 +65,8 @@ def _everywhere(device: torch.device, dtype: torch.dtype) -> None:
 
 register_op("torch_chunked", wkv7_chunked, _everywhere, priority=10)
 register_op("torch_sequential", wkv7_sequential, _everywhere, priority=0)
+# Priorities order the GPU ops for RWKV_TUI_WKV_AUTO=fixed; by default "auto" on CUDA measures them.
+register_op("triton", wkv7_triton, triton_availability, priority=30)
 
 
 def available_ops(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
@@ -120,6 +122,10 @@ def wkv7(r, w, k, v, a, b, state=None, op: str = "auto") -> Wkv7Output:
     """
     check_inputs(r, w, k, v, a, b, state)
     name = resolve_op(op, r.device, r.dtype)
+    if op == "auto" and r.device.type == "cuda":
+        from kernels.autotune import fastest_op  # imports this module
+
+        name = fastest_op(r.device, r.dtype, r.shape[-1])
     with autocast_off(r.device):
         y, final_state = _REGISTRY["wkv7"][name].fn(r, w, k, v, a, b, state)
     return Wkv7Output(y, final_state, name)

@@ -10,6 +10,10 @@ import torch
 
 # Tests are single-threaded and deterministic; the CI machine has 2 cores.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+if not torch.cuda.is_available():
+    # Triton kernels then run in its CPU interpreter. Triton reads this when it is first
+    # imported, so it is set before any test module can import it.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -338,3 +339,37 @@ def test_sequential_matches_the_official_rwkv_package(tmp_path):
 
 if __name__ == "__main__":
     _run_official_time_mix(sys.argv[1], sys.argv[2])
+
+
+def test_auto_on_gpu_measures_each_op_once_and_drops_failing_ones(monkeypatch):
+    """kernels.autotune: the fastest op wins, a failing op is skipped, the choice is cached."""
+    from kernels import autotune
+
+    monkeypatch.setattr(dispatch, "_REGISTRY", {"wkv7": {}})
+    monkeypatch.setattr(autotune, "_REGISTRY", dispatch._REGISTRY)
+    monkeypatch.setattr(autotune, "_CHOSEN", {})
+    calls = {"slow": 0, "fast": 0}
+
+    def slow(*x):
+        calls["slow"] += 1
+        time.sleep(0.02)  # a clear margin on a busy CI machine
+        return wkv7_sequential(*x)
+
+    def fast(*x):
+        calls["fast"] += 1
+        return wkv7_chunked(*x)
+
+    def broken(*x):
+        raise RuntimeError("does not compile here")
+
+    for name, fn, priority in [("slow", slow, 50), ("fast", fast, 40), ("broken", broken, 60)]:
+        register_op(name, fn, lambda device, dtype: None, priority=priority)
+    cpu = torch.device("cpu")
+    assert autotune.fastest_op(cpu, torch.float32, 16) == "fast"
+    key = ("wkv7", "cpu", torch.float32, 16)
+    assert isinstance(autotune.MEASUREMENTS[key]["slow"], float)
+    assert "does not compile" in autotune.MEASUREMENTS[key]["broken"]
+    before = dict(calls)
+    assert autotune.fastest_op(cpu, torch.float32, 16) == "fast" and calls == before  # cached
+    monkeypatch.setenv("RWKV_TUI_WKV_AUTO", "fixed")
+    assert autotune.fastest_op(cpu, torch.float32, 32) == "broken"  # priority order, no measuring

@@ -1,0 +1,87 @@
+"""`op="auto"` on a GPU: time every available op once per (device, dtype, head size), keep the fastest.
+
+Which kernel wins depends on the GPU, the dtype and the triton/CUDA versions, so rather than
+trusting a fixed order the first call measures a forward+backward of each candidate on a
+training-like shape and remembers the winner for the process. An op that fails (a kernel
+that does not compile here, say) is dropped with a warning. RWKV_TUI_WKV_AUTO=fixed skips
+the measurement and uses the registry's priority order.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import torch
+
+from kernels.dispatch import _REGISTRY, available_ops
+
+log = logging.getLogger(__name__)
+
+# Ops too slow to ever win on a GPU; measuring them would only cost time.
+NEVER_MEASURED = {"torch_sequential"}
+MEASURE_SHAPE = (1, 1024, 16)  # B, T, H: one training sample's worth of a small model's heads
+_CHOSEN: dict[tuple, str] = {}
+# What the measurement saw, for logs and benchmarks: key -> {op: seconds or error text}.
+MEASUREMENTS: dict[tuple, dict[str, float | str]] = {}
+
+
+def fastest_op(device: torch.device, dtype: torch.dtype, head_size: int, family: str = "wkv7") -> str:
+    key = (family, str(device), dtype, head_size)
+    if key not in _CHOSEN:
+        candidates = [op for op in available_ops(device, dtype, family) if op not in NEVER_MEASURED]
+        if os.environ.get("RWKV_TUI_WKV_AUTO") == "fixed" or len(candidates) <= 1 or family != "wkv7":
+            _CHOSEN[key] = candidates[0] if candidates else available_ops(device, dtype, family)[0]
+        else:
+            _CHOSEN[key] = _measure(key, candidates, device, dtype, head_size)
+    return _CHOSEN[key]
+
+
+def _measure(key, candidates, device, dtype, head_size) -> str:
+    B, T, H = MEASURE_SHAPE
+    g = torch.Generator(device=device).manual_seed(0)
+    shape = (B, T, H, head_size)
+    if device.type != "cuda":
+        shape = (1, 64, 2, head_size)  # CPU: only the selection logic is exercised (tests)
+
+    def rand(scale=1.0):
+        return (torch.randn(shape, generator=g, device=device) * scale).to(dtype)
+
+    kk = torch.nn.functional.normalize(torch.randn(shape, generator=g, device=device), dim=-1)
+    inputs = [rand(), -0.5 - rand(0.5).float().abs().to(dtype), rand(0.5), rand(), (-kk).to(dtype),
+              (kk * 0.5).to(dtype)]
+    results: dict[str, float | str] = {}
+    for op in candidates:
+        try:
+            results[op] = _time_one(_REGISTRY[key[0]][op].fn, inputs, device)
+        except Exception as error:  # noqa: BLE001 - any failing kernel is skipped, not fatal
+            results[op] = f"{type(error).__name__}: {error}"
+            log.warning("WKV op %s failed its trial run and will not be used: %s", op, error)
+    MEASUREMENTS[key] = results
+    timed = {op: t for op, t in results.items() if isinstance(t, float)}
+    choice = min(timed, key=timed.get) if timed else candidates[-1]
+    log.info("WKV op for %s %s N=%d: %s (%s)", device, dtype, head_size, choice,
+             ", ".join(f"{op} {t * 1e3:.2f} ms" if isinstance(t, float) else f"{op} failed"
+                       for op, t in results.items()))
+    return choice
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time_one(fn, inputs, device, repeats: int = 3) -> float:
+    with torch.enable_grad():  # the first call may come from inside no_grad (generation)
+        xs = [x.detach().requires_grad_() for x in inputs]
+        best = float("inf")
+        for i in range(repeats + 1):  # the first run compiles and warms up
+            _sync(device)
+            start = time.perf_counter()
+            y, state = fn(*xs, None)
+            (y.float().sum() + state.sum()).backward()
+            _sync(device)
+            if i:
+                best = min(best, time.perf_counter() - start)
+    return best

@@ -1,0 +1,95 @@
+"""The Triton WKV7 kernel equals the float64 recurrence: forward, six gradients, state gradient.
+
+Without a GPU the same kernels run under TRITON_INTERPRET=1 (tiny shapes: the interpreter
+executes every step in numpy); on CUDA they run compiled, in bf16 and fp32.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_kernels_wkv7 import make_inputs
+
+from kernels.wkv7_reference import wkv7_sequential
+from kernels.wkv7_triton import (
+    CHUNK,
+    rows_per_program,
+    triton_availability,
+    wkv7_triton,
+)
+
+# conftest.py sets TRITON_INTERPRET=1 without CUDA, before triton is first imported.
+pytest.importorskip("triton")
+
+NAMES = ["r", "w", "k", "v", "a", "b", "state"]
+
+
+def rel(x, ref):
+    return ((x.double().cpu() - ref).norm() / ref.norm().clamp_min(1e-30)).item()
+
+
+def compare(B, T, H, N, dtype, device, with_state=True, tol=1e-5, seed=0, use_final_state=True):
+    x64 = [t.requires_grad_() for t in make_inputs(B, T, H, N, seed=seed)]
+    state64 = (torch.randn(B, H, N, N, dtype=torch.float64, generator=torch.Generator().manual_seed(seed + 1))
+               * 0.3).requires_grad_() if with_state else None
+    g = torch.Generator().manual_seed(seed + 2)
+    dy = torch.randn(B, T, H, N, dtype=torch.float64, generator=g)
+    ds = torch.randn(B, H, N, N, dtype=torch.float64, generator=g)
+
+    y_ref, s_ref = wkv7_sequential(*x64, state=state64)
+    loss_ref = (y_ref * dy).sum() + ((s_ref * ds).sum() if use_final_state else 0)
+    ref_grads = torch.autograd.grad(loss_ref, [*x64, *([state64] if with_state else [])])
+
+    xs = [t.detach().to(device, dtype).requires_grad_() for t in x64]
+    state = state64.detach().to(device, torch.float32).requires_grad_() if with_state else None
+    y, s = wkv7_triton(*xs, state=state)
+    assert y.dtype == dtype and s.dtype == torch.float32 and s.shape == (B, H, N, N)
+    loss = (y.double() * dy.to(device)).sum() + ((s.double() * ds.to(device)).sum() if use_final_state else 0)
+    grads = torch.autograd.grad(loss, [*xs, *([state] if with_state else [])])
+
+    assert rel(y, y_ref) < tol, "y"
+    assert rel(s, s_ref) < tol, "final state"
+    for name, got, want in zip(NAMES, grads, ref_grads):
+        assert got.shape == want.shape
+        assert rel(got, want) < tol, f"gradient of {name}: {rel(got, want):.2e}"
+
+
+@pytest.mark.parametrize("T", [1, CHUNK - 1, CHUNK + 1, 2 * CHUNK + 3])
+def test_interpreted_kernel_matches_reference_on_cpu(T):
+    if torch.cuda.is_available():
+        pytest.skip("runs compiled on CUDA below")
+    compare(2, T, 2, 16, torch.float32, "cpu", tol=2e-5, seed=T)
+
+
+def test_interpreted_kernel_split_heads_and_no_state():
+    """N=32 splits each head over two programs (atomic row sums); no initial state; only y used."""
+    if torch.cuda.is_available():
+        pytest.skip("runs compiled on CUDA below")
+    assert rows_per_program(2, 32) == 16
+    compare(1, CHUNK + 5, 2, 32, torch.float32, "cpu", with_state=False, use_final_state=False, tol=2e-5)
+
+
+def test_triton_is_offered_only_on_cuda():
+    assert "CUDA" in triton_availability(torch.device("cpu"), torch.float32)
+    assert "bf16" in triton_availability(torch.device("cuda"), torch.float64)
+    with pytest.raises(ValueError, match="head sizes"):
+        wkv7_triton(*make_inputs(1, 2, 1, 8, dtype=torch.float32))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("T", [1, 15, 16, 17, 100, 257])
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.bfloat16, 3e-2)])
+def test_compiled_kernel_matches_reference_on_cuda(T, dtype, tol):
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    compare(2, T, 3, 64, dtype, "cuda", tol=tol, seed=T)
+    compare(2, T, 3, 64, dtype, "cuda", with_state=False, use_final_state=False, tol=tol, seed=T)
+
+
+@pytest.mark.cuda
+def test_compiled_kernel_whole_heads_path_on_cuda():
+    """Enough heads that each program owns a whole head (plain stores, no atomics)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    assert rows_per_program(8 * 64, 64) == 64
+    compare(8, 40, 64, 64, torch.float32, "cuda", tol=1e-4)
