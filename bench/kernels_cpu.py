@@ -66,10 +66,10 @@ def bench_operator(op: str, H: int, T: int, repeats: int) -> dict:
 
 def bench_model(op: str, T: int, repeats: int) -> dict:
     from trainer.model import model_from_state_dict
-    from trainer.model.init import random_rwkv7_state_dict, rwkv7_spec
+    from trainer.model.init import random_state_dict, rwkv7_spec
 
     spec = rwkv7_spec(4, 256, vocab_size=65536)
-    model = model_from_state_dict(random_rwkv7_state_dict(spec), spec)
+    model = model_from_state_dict(random_state_dict(spec), spec)
     model.wkv_op = op
     idx = torch.randint(0, spec.vocab_size, (1, T + 1), generator=torch.Generator().manual_seed(1))
 

@@ -1,4 +1,4 @@
-"""WKV operators. `wkv7(r, w, k, v, a, b, state=None, op="auto") -> (y, state, op)`.
+"""WKV operators. `wkv7(r, w, k, v, a, b, state=None, op="auto") -> (y, state, op)`; `wkv6`, `wkv5`.
 
 Imports only torch: the engine (`trainer`) builds on this, never the other way round.
 """
@@ -11,8 +11,9 @@ from kernels.dispatch import (
     resolve_op,
     wkv7,
 )
+from kernels.wkv6 import wkv5, wkv6
 from kernels.wkv7_chunked import wkv7_chunked
 from kernels.wkv7_reference import wkv7_sequential
 
-__all__ = ["KernelUnavailableError", "Wkv7Output", "available_ops", "register_op", "resolve_op", "wkv7",
-           "wkv7_chunked", "wkv7_sequential"]
+__all__ = ["KernelUnavailableError", "Wkv7Output", "available_ops", "register_op", "resolve_op", "wkv5", "wkv6",
+           "wkv7", "wkv7_chunked", "wkv7_sequential"]

@@ -35,18 +35,24 @@ def write_tiny_checkpoint(
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
     name: str = "tiny.pth",
+    version: str = "x070",
     **widths,
 ) -> tuple[Path, object]:
-    """A random RWKV-7 `.pth` with non-zero tensors; returns (path, spec)."""
+    """A random RWKV-7 (or `version="x060"`/`"x052"`) `.pth` with non-zero tensors; returns (path, spec)."""
     from trainer.checkpoint import save_state_dict
-    from trainer.model.init import random_rwkv7_state_dict, rwkv7_spec
+    from trainer.model.init import random_state_dict, rwkv5_spec, rwkv6_spec, rwkv7_spec
 
-    widths.setdefault("d_decay", 8)
-    widths.setdefault("d_aaa", 8)
-    widths.setdefault("d_mv", 4)
-    widths.setdefault("d_gate", 16)
-    spec = rwkv7_spec(n_layer, n_embd, vocab_size=vocab_size, head_size=head_size, **widths)
-    state_dict = random_rwkv7_state_dict(spec, seed=seed)
+    if version == "x070":
+        for width, value in [("d_decay", 8), ("d_aaa", 8), ("d_mv", 4), ("d_gate", 16)]:
+            widths.setdefault(width, value)
+        spec = rwkv7_spec(n_layer, n_embd, vocab_size=vocab_size, head_size=head_size, **widths)
+    elif version == "x060":
+        widths.setdefault("d_mix", 8)
+        widths.setdefault("d_decay", 16)
+        spec = rwkv6_spec(n_layer, n_embd, vocab_size=vocab_size, head_size=head_size, **widths)
+    else:
+        spec = rwkv5_spec(n_layer, n_embd, vocab_size=vocab_size, head_size=head_size, **widths)
+    state_dict = random_state_dict(spec, seed=seed)
     path = save_state_dict(state_dict, Path(directory) / name, dtype=dtype)
     return path, spec
 

@@ -186,18 +186,35 @@ def test_adapter_file_is_not_a_model(tmp_path):
         load_checkpoint(tmp_path / "adapter.pth")
 
 
-@pytest.mark.parametrize(
-    "keys,version,name",
-    [
-        (["blocks.0.att.time_maa_x", "blocks.0.att.time_faaaa"], "x060", "RWKV-6"),
-        (["blocks.0.att.time_mix_k", "blocks.0.att.time_faaaa", "blocks.0.att.gate.weight"], "x052", "RWKV-5"),
-    ],
-)
-def test_rwkv6_and_rwkv5_are_recognised_but_refused(tmp_path, keys, version, name):
-    assert detect_version(keys) == version
-    sd = {k: torch.ones(2) for k in keys} | {"emb.weight": torch.ones(8, 4)}
-    torch.save(sd, tmp_path / "old.pth")
-    with pytest.raises(UnsupportedModelError, match=f"{name} \\({version}\\).*not supported yet"):
+@pytest.mark.parametrize("version,name", [("x060", "RWKV-6"), ("x052", "RWKV-5")])
+def test_rwkv6_and_rwkv5_specs_are_read_from_the_weights(tmp_path, version, name):
+    path, spec = write_tiny_checkpoint(tmp_path, version=version, n_layer=3, n_embd=96, head_size=32)
+    got = inspect_checkpoint(path)
+    assert got.version == version and got.display_name.startswith(name)
+    assert (got.n_layer, got.n_embd, got.n_head, got.head_size, got.vocab_size) == (3, 96, 3, 32, 256)
+    assert (got.dim_ffn, got.d_mix, got.d_decay) == (spec.dim_ffn, spec.d_mix, spec.d_decay)
+    assert got.n_params == spec.n_params
+
+
+def test_rwkv6_missing_and_misshapen_tensors_are_named(tmp_path):
+    path, _ = write_tiny_checkpoint(tmp_path, version="x060")
+    sd = torch.load(path, weights_only=True)
+    del sd["blocks.1.ffn.time_maa_r"], sd["blocks.0.att.gate.weight"]
+    torch.save(sd, tmp_path / "missing.pth")
+    with pytest.raises(CheckpointError, match="blocks.0.att.gate.weight, blocks.1.ffn.time_maa_r"):
+        load_checkpoint(tmp_path / "missing.pth")
+    sd = torch.load(path, weights_only=True)
+    sd["blocks.1.att.time_decay_w2"] = torch.ones(3, 64)
+    torch.save(sd, tmp_path / "shape.pth")
+    with pytest.raises(CheckpointError, match=r"blocks.1.att.time_decay_w2 is \[3, 64\], expected \[16, 64\]"):
+        load_checkpoint(tmp_path / "shape.pth")
+
+
+def test_rwkv4_is_recognised_and_refused(tmp_path):
+    keys = ["blocks.0.att.time_first", "blocks.0.att.time_decay", "emb.weight"]
+    assert detect_version(keys) == "x040"
+    torch.save({k: torch.ones(2) for k in keys}, tmp_path / "old.pth")
+    with pytest.raises(UnsupportedModelError, match="RWKV-4.*not supported"):
         load_checkpoint(tmp_path / "old.pth")
 
 

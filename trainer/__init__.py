@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-    from trainer.model import RWKV7
+    from trainer.model import RWKV
     from trainer.training.loop import RunResult
     from trainer.world_tokenizer import WorldTokenizer
 
 __all__ = ["load_model", "tokenizer", "inspect_checkpoint", "run"]
 
 
-def load_model(path, device="cpu", dtype: "torch.dtype | None" = None) -> "RWKV7":
+def load_model(path, device="cpu", dtype: "torch.dtype | None" = None) -> "RWKV":
     """Load an official RWKV `.pth` into a trainable model with `.spec` (fp32 by default)."""
     import torch
 

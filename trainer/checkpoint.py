@@ -18,30 +18,15 @@ import torch
 
 from trainer.atomic import atomic_output
 from trainer.errors import CheckpointError, UnsupportedModelError
+from trainer.shapes import expected_shapes
 from trainer.spec import ModelSpec
 
 _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_PROTO_MARK = 0x80  # legacy (pre-zip) torch.save files start with a pickle PROTO opcode
 _BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.")
 
-_RWKV7_BLOCK_TENSORS = (
-    "ln1.weight", "ln1.bias", "ln2.weight", "ln2.bias",
-    "att.x_r", "att.x_w", "att.x_k", "att.x_v", "att.x_a", "att.x_g",
-    "att.w0", "att.w1", "att.w2", "att.a0", "att.a1", "att.a2",
-    "att.g1", "att.g2", "att.k_k", "att.k_a", "att.r_k",
-    "att.receptance.weight", "att.key.weight", "att.value.weight", "att.output.weight",
-    "att.ln_x.weight", "att.ln_x.bias",
-    "ffn.x_k", "ffn.key.weight", "ffn.value.weight",
-)
-# The value-residual mix exists from layer 1 on; layer 0 produces v_first instead.
-_RWKV7_VALUE_RESIDUAL = ("att.v0", "att.v1", "att.v2")
-_RWKV7_GLOBAL_TENSORS = (
-    "emb.weight", "head.weight", "ln_out.weight", "ln_out.bias",
-    "blocks.0.ln0.weight", "blocks.0.ln0.bias",
-)
-
 VERSION_NAMES = {"x070": "RWKV-7", "x060": "RWKV-6", "x052": "RWKV-5"}
-SUPPORTED_VERSIONS = ("x070",)
+SUPPORTED_VERSIONS = ("x070", "x060", "x052")
 
 
 # ---------------------------------------------------------------------------- loading
@@ -159,54 +144,47 @@ def infer_spec(state_dict: Mapping[str, torch.Tensor], path: str | Path | None =
         exc.path = str(path) if path is not None else None
         raise
     if version not in SUPPORTED_VERSIONS:
-        name = VERSION_NAMES.get(version, "RWKV-4 or older")
         raise UnsupportedModelError(
-            f"{name} ({version}) checkpoints are recognised but not supported yet",
-            path=path,
-            hint="rwkv-tui trains RWKV-7 (x070) models today; RWKV-6/5 support is planned",
-        )
-    return _infer_rwkv7_spec(state_dict, path)
-
-
-def _infer_rwkv7_spec(sd: Mapping[str, torch.Tensor], path) -> ModelSpec:
+            "RWKV-4 (or older) checkpoints are not supported", path=path,
+            hint="rwkv-tui trains RWKV-7 (x070), RWKV-6 (x060) and RWKV-5 (x052) models")
+    sd = state_dict
     n_layer = 1 + max((int(m.group(1)) for k in sd if (m := _BLOCK_KEY.match(k))), default=0)
-    # Every missing name at once, so one message tells the whole story.
-    missing = [k for k in _RWKV7_GLOBAL_TENSORS if k not in sd]
-    missing += [f"blocks.{i}.{name}" for i in range(n_layer) for name in _RWKV7_BLOCK_TENSORS
-                if f"blocks.{i}.{name}" not in sd]
-    missing += [f"blocks.{i}.{name}" for i in range(1, n_layer) for name in _RWKV7_VALUE_RESIDUAL
-                if f"blocks.{i}.{name}" not in sd]
-    if missing:
+    # The tensors the widths are read from; every other name is checked against the spec.
+    anchors = ["emb.weight", "blocks.0.ffn.key.weight", *_WIDTH_SOURCES[version]]
+    if version == "x070" and n_layer > 1:
+        anchors.append("blocks.1.att.v1")
+    if missing := [k for k in anchors if k not in sd]:
         raise _missing_error(missing, path)
 
     vocab_size, n_embd = sd["emb.weight"].shape
-    n_head, head_size = sd["blocks.0.att.r_k"].shape
+    n_head, head_size = sd[_WIDTH_SOURCES[version][0]].shape
+    widths = {}
+    if version == "x070":
+        widths = dict(d_decay=sd["blocks.0.att.w1"].shape[1], d_aaa=sd["blocks.0.att.a1"].shape[1],
+                      # Block 0's v1 may be absent or a placeholder, so the width comes from block 1.
+                      d_mv=sd["blocks.1.att.v1"].shape[1] if n_layer > 1 else 0,
+                      d_gate=sd["blocks.0.att.g1"].shape[1])
+    elif version == "x060":
+        widths = dict(d_mix=sd["blocks.0.att.time_maa_w1"].shape[1] // 5,
+                      d_decay=sd["blocks.0.att.time_decay_w1"].shape[1])
     spec = ModelSpec(
-        version="x070",
-        n_layer=n_layer,
-        n_embd=int(n_embd),
-        n_head=int(n_head),
-        head_size=int(head_size),
-        vocab_size=int(vocab_size),
-        dim_ffn=int(sd["blocks.0.ffn.key.weight"].shape[0]),
-        d_decay=int(sd["blocks.0.att.w1"].shape[1]),
-        d_aaa=int(sd["blocks.0.att.a1"].shape[1]),
-        # Block 0's v1 may be absent or a placeholder, so the width comes from block 1.
-        d_mv=int(sd["blocks.1.att.v1"].shape[1]) if n_layer > 1 else 0,
-        d_gate=int(sd["blocks.0.att.g1"].shape[1]),
-        dtype=_majority_dtype(sd),
-        n_params=sum(t.numel() for t in sd.values()),
+        version=version, n_layer=n_layer, n_embd=int(n_embd), n_head=int(n_head), head_size=int(head_size),
+        vocab_size=int(vocab_size), dim_ffn=int(sd["blocks.0.ffn.key.weight"].shape[0]),
+        **{k: int(v) for k, v in widths.items()},
+        dtype=_majority_dtype(sd), n_params=sum(t.numel() for t in sd.values()),
     )
     if n_head * head_size != n_embd:
         raise CheckpointError(
-            f"inconsistent shapes: att.r_k is [{n_head}, {head_size}] but n_embd is {n_embd} "
-            f"({n_head}×{head_size} ≠ {n_embd})",
-            path=path, hint="the file is not a consistent RWKV-7 model; re-download it")
-    expected = rwkv7_expected_shapes(spec)
+            f"inconsistent shapes: {_WIDTH_SOURCES[version][0]} is [{n_head}, {head_size}] but n_embd is "
+            f"{n_embd} ({n_head}×{head_size} ≠ {n_embd})",
+            path=path, hint=f"the file is not a consistent {VERSION_NAMES[version]} model; re-download it")
+    expected = expected_shapes(spec)
+    if missing := [k for k in expected if k not in sd]:
+        raise _missing_error(missing, path)
     wrong = [
         f"{key} is {list(sd[key].shape)}, expected {list(shape)}"
         for key, shape in expected.items()
-        if key in sd and tuple(sd[key].shape) != shape
+        if tuple(sd[key].shape) != shape
     ]
     if wrong:
         more = f" (and {len(wrong) - 5} more)" if len(wrong) > 5 else ""
@@ -216,34 +194,12 @@ def _infer_rwkv7_spec(sd: Mapping[str, torch.Tensor], path) -> ModelSpec:
     return spec
 
 
-def rwkv7_expected_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
-    """The official name → shape of every tensor an RWKV-7 model of this spec stores."""
-    C, V, F = spec.n_embd, spec.vocab_size, spec.dim_ffn
-    H, N = spec.n_head, spec.head_size
-    shapes: dict[str, tuple[int, ...]] = {
-        "emb.weight": (V, C), "head.weight": (V, C),
-        "ln_out.weight": (C,), "ln_out.bias": (C,),
-        "blocks.0.ln0.weight": (C,), "blocks.0.ln0.bias": (C,),
-    }
-    low_rank = {"w": spec.d_decay, "a": spec.d_aaa, "v": spec.d_mv, "g": spec.d_gate}
-    for i in range(spec.n_layer):
-        p = f"blocks.{i}."
-        for name in ("ln1.weight", "ln1.bias", "ln2.weight", "ln2.bias", "att.ln_x.weight", "att.ln_x.bias"):
-            shapes[p + name] = (C,)
-        for name in ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g", "w0", "a0", "k_k", "k_a"):
-            shapes[p + "att." + name] = (1, 1, C)
-        for letter in ("w", "a", "g") + (("v",) if i > 0 else ()):
-            shapes[f"{p}att.{letter}1"] = (C, low_rank[letter])
-            shapes[f"{p}att.{letter}2"] = (low_rank[letter], C)
-        if i > 0:
-            shapes[p + "att.v0"] = (1, 1, C)
-        shapes[p + "att.r_k"] = (H, N)
-        for name in ("receptance", "key", "value", "output"):
-            shapes[f"{p}att.{name}.weight"] = (C, C)
-        shapes[p + "ffn.x_k"] = (1, 1, C)
-        shapes[p + "ffn.key.weight"] = (F, C)
-        shapes[p + "ffn.value.weight"] = (C, F)
-    return shapes
+# version -> the tensors the head layout (first) and low-rank widths are read from
+_WIDTH_SOURCES = {
+    "x070": ["blocks.0.att.r_k", "blocks.0.att.w1", "blocks.0.att.a1", "blocks.0.att.g1"],
+    "x060": ["blocks.0.att.time_faaaa", "blocks.0.att.time_maa_w1", "blocks.0.att.time_decay_w1"],
+    "x052": ["blocks.0.att.time_faaaa"],
+}
 
 
 def _missing_error(missing: list[str], path) -> CheckpointError:

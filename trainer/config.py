@@ -27,6 +27,8 @@ else:  # pragma: no cover
 METHODS = ("full", "lora", "pissa", "miss", "lisa", "state")
 QUANTS = ("none", "int8", "nf4")
 LORA_TARGETS = ("att.receptance", "att.key", "att.value", "att.output", "ffn.key", "ffn.value")
+# RWKV-6 and 5 have two more linear maps: the time mix's output gate and the channel mix's gate.
+GATED_TARGETS = ("att.gate", "ffn.receptance")
 PRECISIONS = ("bf16", "fp16", "fp32", "tf32")
 STRATEGIES = ("auto", "ddp", "deepspeed_stage_1", "deepspeed_stage_2", "deepspeed_stage_2_offload",
               "deepspeed_stage_3", "deepspeed_stage_3_offload")
@@ -56,8 +58,9 @@ class MethodConfig:
     alpha: float = _f(64.0, "LoRA scaling numerator: the adapter is scaled by alpha / r. The seeds "
                             "recommend alpha = 2 × r.")
     dropout: float = _f(0.01, "Dropout on the adapter branch (LoRA). 0.01 is recommended.")
-    targets: list[str] = _f(list(LORA_TARGETS), "Which linear maps get an adapter (LoRA, PiSSA, MiSS).",
-                            LORA_TARGETS)
+    targets: list[str] = _f(list(LORA_TARGETS), "Which linear maps get an adapter (LoRA, PiSSA, MiSS). "
+                                                "att.gate and ffn.receptance exist in RWKV-6/5 only.",
+                            LORA_TARGETS + GATED_TARGETS)
     train_extras: bool = _f(False, "Also train LayerNorms and the time-mix vectors, saved as full copies "
                                    "in the adapter file (as RWKV-PEFT does).")
     svd_niter: int = _f(4, "PiSSA: power iterations of the fast randomized SVD; 0 uses the exact SVD "

@@ -44,7 +44,7 @@ def demo_texts() -> list[str]:
 def create_demo(folder: str | Path, seed: int = 0) -> DemoWorkspace:
     from trainer.checkpoint import save_state_dict
     from trainer.config import save_config
-    from trainer.model.init import random_rwkv7_state_dict, rwkv7_spec
+    from trainer.model.init import random_state_dict, rwkv7_spec
     from trainer.presets import load_preset
 
     folder = Path(folder).expanduser().resolve()
@@ -53,7 +53,7 @@ def create_demo(folder: str | Path, seed: int = 0) -> DemoWorkspace:
     if not model.exists():
         spec = rwkv7_spec(DEMO_SHAPE["n_layer"], DEMO_SHAPE["n_embd"], vocab_size=65536,
                           head_size=DEMO_SHAPE["head_size"], d_decay=16, d_aaa=16, d_mv=16, d_gate=32)
-        save_state_dict(random_rwkv7_state_dict(spec, seed=seed), model)
+        save_state_dict(random_state_dict(spec, seed=seed), model)
     data = folder / "demo-chat.jsonl"
     if not data.exists():
         data.write_text("".join(json.dumps({"text": t}) + "\n" for t in demo_texts()), encoding="utf-8")

@@ -19,13 +19,15 @@ class ModelSpec:
     dim_ffn: int
     """Width of the channel-mix hidden layer (4 * n_embd in official models)."""
     d_decay: int = 0
-    """RWKV-7 low-rank width of the decay LoRA (w1/w2); 0 for other versions."""
+    """Low-rank width of the decay LoRA (RWKV-7 w1/w2, RWKV-6 time_decay_w1/w2); 0 for RWKV-5."""
     d_aaa: int = 0
     """RWKV-7 low-rank width of the in-context learning rate LoRA (a1/a2)."""
     d_mv: int = 0
     """RWKV-7 low-rank width of the value-residual LoRA (v1/v2)."""
     d_gate: int = 0
     """RWKV-7 low-rank width of the output gate (g1/g2)."""
+    d_mix: int = 0
+    """RWKV-6 low-rank width of each of the five token-shift mixes (time_maa_w1/w2)."""
     dtype: str = "bfloat16"
     """dtype of the stored weights (the majority dtype of the file)."""
     n_params: int = 0

@@ -58,7 +58,7 @@ def trainable_parameter_count(spec: ModelSpec, method) -> int:
     """Exact number of trained parameters for a `MethodConfig` on this architecture."""
     C, F, L = spec.n_embd, spec.dim_ffn, spec.n_layer
     shapes = {"att.receptance": (C, C), "att.key": (C, C), "att.value": (C, C), "att.output": (C, C),
-              "ffn.key": (F, C), "ffn.value": (C, F)}
+              "att.gate": (C, C), "ffn.receptance": (C, C), "ffn.key": (F, C), "ffn.value": (C, F)}
     name = method.name
     if name == "full":
         return spec.n_params

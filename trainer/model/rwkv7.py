@@ -1,11 +1,8 @@
-"""RWKV-7 ("x070", Goose) as a trainable `nn.Module`.
+"""RWKV-7 ("x070", Goose): its time mix and channel mix (the model around them is lm.py).
 
-Parameter names equal the official checkpoint keys (`blocks.3.att.w1`, `head.weight`, …),
-so `state_dict()` is a file the `rwkv` pip package loads and `load_state_dict` takes an
-official release as is. All WKV math goes through `kernels.wkv7`, which picks the op.
-
-State, per layer: `(att_x_prev [B,C], wkv [B,H,N,N] fp32 value-major, ffn_x_prev [B,C])`:
-the same three tensors the `rwkv` package keeps as `state[3*i+0..2]`.
+Parameter names equal the official checkpoint keys (`blocks.3.att.w1`, …). All WKV math
+goes through `kernels.wkv7`, which picks the op. The WKV state is [B,H,N,N] fp32
+value-major, as the `rwkv` package keeps it in `state[3*i+1]`.
 """
 
 from __future__ import annotations
@@ -13,21 +10,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 import kernels
+from trainer.model.layers import token_shift
 from trainer.spec import ModelSpec
-
-LayerState = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-
-
-def token_shift(x: torch.Tensor, x_prev: torch.Tensor | None) -> torch.Tensor:
-    """`shift(x) - x`: the previous token's features minus this token's."""
-    if x_prev is None:
-        x_prev = torch.zeros_like(x[:, 0])
-    shifted = torch.cat((x_prev.unsqueeze(1), x[:, :-1]), dim=1)
-    return shifted - x
-
 
 class TimeMix7(nn.Module):
     """The RWKV-7 attention replacement: token shift, low-rank gates, the WKV7 recurrence."""
@@ -65,6 +51,12 @@ class TimeMix7(nn.Module):
         self.op = "auto"
         self.last_op: str | None = None
 
+    def initial_wkv_state(self, batch: int) -> torch.Tensor | None:
+        """The tuned initial state for `batch` sequences, or None (zeros) when not state tuning."""
+        if self.time_state is None:
+            return None
+        return self.time_state.float().unsqueeze(0).expand(batch, self.n_head, self.head_size, self.head_size)
+
     def forward(
         self,
         x: torch.Tensor,
@@ -93,8 +85,8 @@ class TimeMix7(nn.Module):
         kk = F.normalize((k * self.k_k).view(B, T, H, N), dim=-1, p=2.0)
         k = k * (1 + (a - 1) * self.k_a)
 
-        if wkv_state is None and self.time_state is not None:
-            wkv_state = self.time_state.float().unsqueeze(0).expand(B, H, N, N)
+        if wkv_state is None:
+            wkv_state = self.initial_wkv_state(B)
         heads = (B, T, H, N)
         out = kernels.wkv7(
             r.view(heads), w.view(heads), k.view(heads), v.view(heads),
@@ -120,89 +112,3 @@ class ChannelMix7(nn.Module):
     def forward(self, x: torch.Tensor, x_prev: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         k = x + token_shift(x, x_prev) * self.x_k
         return self.value(torch.relu(self.key(k)) ** 2), x[:, -1]
-
-
-class Block7(nn.Module):
-    def __init__(self, spec: ModelSpec, layer_id: int) -> None:
-        super().__init__()
-        self.layer_id = layer_id
-        if layer_id == 0:
-            self.ln0 = nn.LayerNorm(spec.n_embd)
-        self.ln1 = nn.LayerNorm(spec.n_embd)
-        self.ln2 = nn.LayerNorm(spec.n_embd)
-        self.att = TimeMix7(spec, layer_id)
-        self.ffn = ChannelMix7(spec)
-
-    def forward(
-        self, x: torch.Tensor, v_first: torch.Tensor | None, state: LayerState | None
-    ) -> tuple[torch.Tensor, torch.Tensor, LayerState]:
-        att_prev, wkv, ffn_prev = state if state is not None else (None, None, None)
-        if self.layer_id == 0:
-            x = self.ln0(x)
-        dx, v_first, att_last, wkv = self.att(self.ln1(x), v_first, att_prev, wkv)
-        x = x + dx
-        dx, ffn_last = self.ffn(self.ln2(x), ffn_prev)
-        x = x + dx
-        return x, v_first, (att_last, wkv, ffn_last)
-
-
-class RWKV7(nn.Module):
-    """`forward(idx [B,T], state=None) -> (logits [B,T,V], state)`."""
-
-    def __init__(self, spec: ModelSpec) -> None:
-        super().__init__()
-        if spec.version != "x070":
-            raise ValueError(f"RWKV7 builds x070 models, not {spec.version}")
-        self.spec = spec
-        self.emb = nn.Embedding(spec.vocab_size, spec.n_embd)
-        self.blocks = nn.ModuleList(Block7(spec, i) for i in range(spec.n_layer))
-        self.ln_out = nn.LayerNorm(spec.n_embd)
-        self.head = nn.Linear(spec.n_embd, spec.vocab_size, bias=False)
-        self.gradient_checkpointing = False
-
-    @property
-    def wkv_op(self) -> str:
-        """The WKV op requested ("auto", "torch", "cuda", …) for every layer."""
-        return self.blocks[0].att.op
-
-    @wkv_op.setter
-    def wkv_op(self, op: str) -> None:
-        for block in self.blocks:
-            block.att.op = op
-
-    @property
-    def last_wkv_op(self) -> str | None:
-        """The op that actually ran in the last forward pass (what "auto" resolved to)."""
-        return self.blocks[0].att.last_op
-
-    def forward(
-        self, idx: torch.Tensor, state: list[LayerState] | None = None
-    ) -> tuple[torch.Tensor, list[LayerState]]:
-        x = self.emb(idx)
-        v_first = None
-        new_state: list[LayerState] = []
-        # Recompute each block in backward instead of storing its activations: the
-        # VRAM saving that makes 1.5B+ fine-tunes fit on consumer GPUs.
-        use_checkpoint = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
-        for i, block in enumerate(self.blocks):
-            layer_state = state[i] if state is not None else None
-            if use_checkpoint:
-                x, v_first, layer_state = checkpoint(block, x, v_first, layer_state, use_reentrant=False)
-            else:
-                x, v_first, layer_state = block(x, v_first, layer_state)
-            new_state.append(layer_state)
-        return self.head(self.ln_out(x)), new_state
-
-    def initial_state(self, batch_size: int = 1) -> list[LayerState]:
-        """The state a sequence starts from: zeros, or the tuned `time_state` where one is loaded."""
-        spec = self.spec
-        device, dtype = self.emb.weight.device, self.emb.weight.dtype
-        C, H, N = spec.n_embd, spec.n_head, spec.head_size
-        state = []
-        for block in self.blocks:
-            tuned = block.att.time_state
-            wkv = (tuned.detach().float().unsqueeze(0).repeat(batch_size, 1, 1, 1) if tuned is not None
-                   else torch.zeros(batch_size, H, N, N, device=device, dtype=torch.float32))
-            zeros = torch.zeros(batch_size, C, device=device, dtype=dtype)
-            state.append((zeros, wkv, zeros.clone()))
-        return state

@@ -82,7 +82,7 @@ def freeze(model: nn.Module) -> None:
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The RWKV7 module under Fabric/DeepSpeed wrappers."""
+    """The RWKV module under Fabric/DeepSpeed wrappers."""
     while hasattr(model, "module") and not hasattr(model, "blocks"):
         model = model.module
     return model

@@ -19,13 +19,12 @@ class StateMethod(Method):
         self.quant = quant
 
     def apply(self, model: nn.Module) -> None:
-        from trainer.config import LORA_TARGETS
-        from trainer.peft.targets import target_modules
+        from trainer.peft.targets import linear_targets, target_modules
 
         model = unwrap(model)
         freeze(model)
         if self.quant != "none":  # quantized state tuning: the big linear maps in int8/nf4
-            for _, parent, attr, linear in target_modules(model, list(LORA_TARGETS)):
+            for _, parent, attr, linear in target_modules(model, linear_targets(model)):
                 setattr(parent, attr, frozen_base(linear, self.quant))
         spec = model.spec
         for block in model.blocks:
