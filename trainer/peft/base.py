@@ -76,6 +76,18 @@ def frozen_base(linear: nn.Linear, quant: str) -> nn.Module:
     return quantize_linear(linear, quant)
 
 
+def quantize_other_linears(model: nn.Module, quant: str, adapted: list[str]) -> None:
+    """QLoRA-style: with int8/nf4 the whole frozen base is quantized, not only the adapted
+    maps (RWKV-6/5's gates, or maps left out of `targets`), as the VRAM estimate assumes."""
+    if quant == "none":
+        return
+    from trainer.peft.targets import linear_targets, target_modules
+
+    others = [t for t in linear_targets(model) if t not in adapted]
+    for _, parent, attr, linear in target_modules(model, others):
+        setattr(parent, attr, frozen_base(linear, quant))
+
+
 def freeze(model: nn.Module) -> None:
     for p in model.parameters():
         p.requires_grad_(False)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from trainer.peft.adapted_linear import LoraLinear
-from trainer.peft.base import Method, freeze, frozen_base, unwrap
+from trainer.peft.base import Method, freeze, frozen_base, quantize_other_linears, unwrap
 from trainer.peft.targets import target_modules
 
 # Trained in full alongside the adapter when `train_extras` is on (as RWKV-PEFT does).
@@ -42,6 +42,7 @@ class LoraMethod(Method):
         generator = torch.Generator(device=model.emb.weight.device).manual_seed(self.seed)
         for name, parent, attr, linear in target_modules(model, self.targets):
             setattr(parent, attr, self._wrap(name, linear, generator))
+        quantize_other_linears(model, self.quant, self.targets)
         if self.train_extras:
             for name, p in model.named_parameters():
                 if name.endswith(EXTRA_SUFFIXES):

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from trainer.peft.adapted_linear import MissLinear, miss_delta
-from trainer.peft.base import Method, freeze, frozen_base, unwrap
+from trainer.peft.base import Method, freeze, frozen_base, quantize_other_linears, unwrap
 from trainer.peft.targets import target_modules
 
 
@@ -27,6 +27,7 @@ class MissMethod(Method):
         for _, parent, attr, linear in target_modules(model, self.targets):
             setattr(parent, attr, MissLinear(frozen_base(linear, self.quant), self.r,
                                              shape=tuple(linear.weight.shape), device=linear.weight.device))
+        quantize_other_linears(model, self.quant, self.targets)
 
     def adapter_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
         return {name: p.detach() for name, p in unwrap(model).named_parameters() if p.requires_grad}

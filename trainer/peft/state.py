@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trainer.peft.base import Method, freeze, frozen_base, unwrap
+from trainer.peft.base import Method, freeze, quantize_other_linears, unwrap
 
 
 class StateMethod(Method):
@@ -19,13 +19,9 @@ class StateMethod(Method):
         self.quant = quant
 
     def apply(self, model: nn.Module) -> None:
-        from trainer.peft.targets import linear_targets, target_modules
-
         model = unwrap(model)
         freeze(model)
-        if self.quant != "none":  # quantized state tuning: the big linear maps in int8/nf4
-            for _, parent, attr, linear in target_modules(model, linear_targets(model)):
-                setattr(parent, attr, frozen_base(linear, self.quant))
+        quantize_other_linears(model, self.quant, adapted=[])  # quantized state tuning
         spec = model.spec
         for block in model.blocks:
             block.att.time_state = nn.Parameter(
