@@ -24,6 +24,8 @@ def spec_rows(spec: ModelSpec) -> list[tuple[str, str]]:
     if spec.version == "x070":
         rows.append(("low-rank widths", f"decay {spec.d_decay}, iclr {spec.d_aaa}, "
                                         f"value {spec.d_mv}, gate {spec.d_gate}"))
+    elif spec.version == "x060":
+        rows.append(("low-rank widths", f"token-shift mix {spec.d_mix}, decay {spec.d_decay}"))
     rows.append(("stored dtype", spec.dtype))
     return rows
 

@@ -10,8 +10,10 @@ from conftest import write_tiny_checkpoint
 from rwkv_oracle import run_official
 from test_peft_methods import PARAMS, method_for, train_a_little
 from trainer.adapters import merge_files, save_adapter, save_state_file
+from trainer.config import RunConfig
 from trainer.errors import ConfigError
 from trainer.model import load_model
+from trainer.vram import trainable_parameter_count
 
 VERSIONS = ["x060", "x052"]
 
@@ -42,6 +44,10 @@ def test_merge_with_the_gates_equals_model_plus_adapter(base, tmp_path, name):
     targets = ["att.key", "att.value", "att.gate", "ffn.receptance", "ffn.key"]
     method = method_for(name, targets=targets, **PARAMS[name])
     method.apply(model)
+    # The VRAM estimator's count is exact for these architectures too.
+    config = RunConfig.for_method(name)
+    config.method.targets, config.method.r = targets, PARAMS[name]["r"]
+    assert method.parameter_report(model)[0] == trainable_parameter_count(model.spec, config.method)
     train_a_little(model, method, steps=4)
     adapter = save_adapter(model, method, tmp_path / f"{name}.pth", model.spec)
     merged = load_model(merge_files(path, adapter, tmp_path / "merged.pth", dtype=torch.float32))

@@ -192,3 +192,24 @@ def test_wandb_logging(workspace, tmp_path, monkeypatch):
     assert logged[0][0] == "init" and logged[0][1]["project"] == "my-project"
     assert [s for s, _ in logged[1:4]] == [1, 2, 3] and "loss" in logged[1][1]
     assert logged[-1][0] == "finished"
+
+
+@pytest.mark.parametrize("version,method", [("x060", "lora"), ("x060", "state"), ("x052", "pissa")])
+def test_rwkv6_and_rwkv5_runs_train_and_resume(workspace, tmp_path, version, method):
+    """The whole engine (data, Fabric loop, outputs, resume) on RWKV-6/5 models."""
+    model_path, _ = write_tiny_checkpoint(tmp_path, version=version, n_layer=2, n_embd=64, vocab_size=65536,
+                                          head_size=16)
+    lr = LRS[method]
+    config = make_config(workspace, method, steps=8, optim__lr_init=lr, optim__lr_final=lr, optim__warmup_steps=0)
+    config.model.path = str(model_path)
+    stop = StopRequest()
+    stopped = run(config, tmp_path / "run", stop=stop,
+                  on_step=lambda step, event: stop.request("paused") if step == 5 else None)
+    assert stopped.step == 5
+    result = run(None, tmp_path / "run", resume=True)
+    assert result.reason == "finished" and result.step == 8
+    losses = step_losses(tmp_path / "run")
+    assert len(losses) == 8 and sum(losses[-3:]) < sum(losses[:3]), losses
+    assert result.outputs and all(p.exists() for p in result.outputs)
+    start = next(e for e in read_all_events(RunFolder.at(tmp_path / "run")) if e["kind"] == "start")
+    assert start["model"].startswith({"x060": "RWKV-6", "x052": "RWKV-5"}[version])

@@ -23,8 +23,8 @@ class ModelScreen(WizardStep):
     step = "model"
 
     def body(self) -> ComposeResult:
-        yield Static("Path of an official RWKV .pth checkpoint (RWKV-7 x070). Version, layers, width, heads "
-                     "and vocabulary are read from the weights.", classes="help")
+        yield Static("Path of an official RWKV .pth checkpoint (RWKV-7 x070, RWKV-6 x060 or RWKV-5 x052). "
+                     "Version, layers, width, heads and vocabulary are read from the weights.", classes="help")
         yield Input(value=self.state.config.model.path, placeholder="/path/to/RWKV-x070-World-….pth", id="model-path")
         yield Static(id="model-info")
         recent = recent_models()
