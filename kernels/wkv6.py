@@ -1,6 +1,8 @@
 """The RWKV-6 and RWKV-5 WKV operators: `wkv6(...)`, `wkv5(...)` -> (y, state, op).
 
-Same registry as WKV7 (kernels.dispatch), under the families "wkv6" and "wkv5".
+Same registry as WKV7 (kernels.dispatch), under the families "wkv6" and "wkv5". Besides the
+sequential reference, every op is a WKV7 op run with a = b = 0 (kernels/wkv6_from_wkv7.py):
+the chunked torch op everywhere, the Triton kernel on CUDA.
 """
 
 from __future__ import annotations
@@ -10,7 +12,10 @@ from typing import NamedTuple
 import torch
 
 from kernels.dispatch import autocast_off, register_op, resolve_op
+from kernels.wkv6_from_wkv7 import wkv5_on, wkv6_on
 from kernels.wkv6_reference import wkv5_sequential, wkv6_sequential
+from kernels.wkv7_chunked import wkv7_chunked
+from kernels.wkv7_triton import triton_availability, wkv7_triton
 
 
 class WkvOutput(NamedTuple):
@@ -25,6 +30,9 @@ def _everywhere(device: torch.device, dtype: torch.dtype) -> None:
 
 register_op("torch_sequential", wkv6_sequential, _everywhere, priority=0, family="wkv6")
 register_op("torch_sequential", wkv5_sequential, _everywhere, priority=0, family="wkv5")
+for _family, _adapt in (("wkv6", wkv6_on), ("wkv5", wkv5_on)):
+    register_op("torch_chunked", _adapt(wkv7_chunked), _everywhere, priority=10, family=_family)
+    register_op("triton", _adapt(wkv7_triton), triton_availability, priority=30, family=_family)
 
 
 def _check(r, w, k, v, u, state, decay_shape: tuple, family: str) -> None:
