@@ -10,6 +10,17 @@ import triton.language as tl
 
 
 @triton.jit
+def load_step(w_ptr, k_ptr, v_ptr, a_ptr, b_ptr, offset, cols, rows):
+    """One step's key-side vectors (over cols) and value slice (over this program's rows), in fp32."""
+    w = tl.load(w_ptr + offset + cols).to(tl.float32)
+    k = tl.load(k_ptr + offset + cols).to(tl.float32)
+    a = tl.load(a_ptr + offset + cols).to(tl.float32)
+    b = tl.load(b_ptr + offset + cols).to(tl.float32)
+    v = tl.load(v_ptr + offset + rows).to(tl.float32)
+    return w, k, v, a, b
+
+
+@triton.jit
 def forward_kernel(r_ptr, w_ptr, k_ptr, v_ptr, a_ptr, b_ptr, s0_ptr, y_ptr, s_out_ptr, ckpt_ptr,
                    T, H: tl.constexpr, N: tl.constexpr, ROWS: tl.constexpr, CHUNK: tl.constexpr,
                    HAS_S0: tl.constexpr):
@@ -29,11 +40,7 @@ def forward_kernel(r_ptr, w_ptr, k_ptr, v_ptr, a_ptr, b_ptr, s0_ptr, y_ptr, s_ou
             tl.store(ckpt_ptr + (bh * n_chunks + t // CHUNK) * N * N + state_offsets, S)
         offset = base + t * H * N
         r = tl.load(r_ptr + offset + cols).to(tl.float32)
-        w = tl.load(w_ptr + offset + cols).to(tl.float32)
-        k = tl.load(k_ptr + offset + cols).to(tl.float32)
-        a = tl.load(a_ptr + offset + cols).to(tl.float32)
-        b = tl.load(b_ptr + offset + cols).to(tl.float32)
-        v = tl.load(v_ptr + offset + rows).to(tl.float32)
+        w, k, v, a, b = load_step(w_ptr, k_ptr, v_ptr, a_ptr, b_ptr, offset, cols, rows)
         decay = tl.exp(-tl.exp(w))
         sa = tl.sum(S * a[None, :], axis=1)
         S = S * decay[None, :] + sa[:, None] * b[None, :] + v[:, None] * k[None, :]
@@ -69,11 +76,7 @@ def backward_kernel(r_ptr, w_ptr, k_ptr, v_ptr, a_ptr, b_ptr, dy_ptr, ds_out_ptr
         for i in range(length):  # recompute: scratch[i] = S_{t-1} for t = start + i
             tl.store(scratch + i * ROWS * N + local_offsets, S)
             offset = base + (start + i) * H * N
-            w = tl.load(w_ptr + offset + cols).to(tl.float32)
-            k = tl.load(k_ptr + offset + cols).to(tl.float32)
-            a = tl.load(a_ptr + offset + cols).to(tl.float32)
-            b = tl.load(b_ptr + offset + cols).to(tl.float32)
-            v = tl.load(v_ptr + offset + rows).to(tl.float32)
+            w, k, v, a, b = load_step(w_ptr, k_ptr, v_ptr, a_ptr, b_ptr, offset, cols, rows)
             sa = tl.sum(S * a[None, :], axis=1)
             S = S * tl.exp(-tl.exp(w))[None, :] + sa[:, None] * b[None, :] + v[:, None] * k[None, :]
         tl.debug_barrier()
@@ -81,11 +84,7 @@ def backward_kernel(r_ptr, w_ptr, k_ptr, v_ptr, a_ptr, b_ptr, dy_ptr, ds_out_ptr
             i = length - 1 - i_rev
             offset = base + (start + i) * H * N
             r = tl.load(r_ptr + offset + cols).to(tl.float32)
-            w = tl.load(w_ptr + offset + cols).to(tl.float32)
-            k = tl.load(k_ptr + offset + cols).to(tl.float32)
-            a = tl.load(a_ptr + offset + cols).to(tl.float32)
-            b = tl.load(b_ptr + offset + cols).to(tl.float32)
-            v = tl.load(v_ptr + offset + rows).to(tl.float32)
+            w, k, v, a, b = load_step(w_ptr, k_ptr, v_ptr, a_ptr, b_ptr, offset, cols, rows)
             dy = tl.load(dy_ptr + offset + rows).to(tl.float32)
             S_prev = tl.load(scratch + i * ROWS * N + local_offsets)
             exp_w = tl.exp(w)

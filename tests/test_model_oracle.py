@@ -33,19 +33,15 @@ def _state_for_package(state) -> list[torch.Tensor]:
     return flat
 
 
-@pytest.fixture(scope="module")
-def cases(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("oracle")
+def oracle_cases(directory, checkpoints, v7: bool = True) -> list[dict]:
+    """For each (path, spec, vocab): random tokens, a start state from a 5-token prefix, and the
+    package's results from zero and from that state (one subprocess for all)."""
     out = []
-    for i, (n_layer, n_embd, vocab, head_size, dtype) in enumerate(SHAPES):
-        path, spec = write_tiny_checkpoint(directory, n_layer=n_layer, n_embd=n_embd, vocab_size=vocab,
-                                           head_size=head_size, dtype=dtype, seed=100 + i, name=f"m{i}.pth",
-                                           d_decay=32, d_aaa=32, d_mv=16, d_gate=64)
+    for i, (path, spec, vocab) in enumerate(checkpoints):
         tokens = torch.randint(0, vocab, (T,), generator=torch.Generator().manual_seed(i)).tolist()
         # A non-trivial starting state: run a prefix through our model, hand it to both sides.
-        model = load_model(path)
         with torch.no_grad():
-            _, start = model(torch.tensor([tokens[:5]]))
+            _, start = load_model(path)(torch.tensor([tokens[:5]]))
         state_path = directory / f"state{i}.pt"
         torch.save(_state_for_package(start), state_path)
         out.append({"path": path, "spec": spec, "tokens": tokens, "start": start, "state_path": state_path})
@@ -53,10 +49,22 @@ def cases(tmp_path_factory):
     for case in out:
         jobs.append({"path": str(case["path"]), "tokens": case["tokens"]})
         jobs.append({"path": str(case["path"]), "tokens": case["tokens"], "state": str(case["state_path"])})
-    official = run_official(jobs, directory)
+    official = run_official(jobs, directory, v7=v7)
     for i, case in enumerate(out):
         case["official"], case["official_from_state"] = official[2 * i], official[2 * i + 1]
     return out
+
+
+@pytest.fixture(scope="module")
+def cases(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("oracle")
+    checkpoints = []
+    for i, (n_layer, n_embd, vocab, head_size, dtype) in enumerate(SHAPES):
+        path, spec = write_tiny_checkpoint(directory, n_layer=n_layer, n_embd=n_embd, vocab_size=vocab,
+                                           head_size=head_size, dtype=dtype, seed=100 + i, name=f"m{i}.pth",
+                                           d_decay=32, d_aaa=32, d_mv=16, d_gate=64)
+        checkpoints.append((path, spec, vocab))
+    return oracle_cases(directory, checkpoints)
 
 
 @pytest.mark.parametrize("index", range(len(SHAPES)))

@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from conftest import write_tiny_checkpoint
-from rwkv_oracle import run_official
-from test_model_oracle import _rel, _state_for_package
+from test_model_oracle import T, _rel, _state_for_package, oracle_cases
 from trainer import load_model
 
 pytest.importorskip("rwkv")
@@ -24,31 +23,16 @@ SHAPES = [
     ("x052", 2, 64, 256, 16, torch.float32),
     ("x052", 3, 128, 1000, 32, torch.float32),
 ]
-T = 19
-
-
 @pytest.fixture(scope="module")
 def cases(tmp_path_factory):
     directory = tmp_path_factory.mktemp("oracle6")
-    out = []
+    checkpoints = []
     for i, (version, n_layer, n_embd, vocab, head_size, dtype) in enumerate(SHAPES):
         path, spec = write_tiny_checkpoint(directory, version=version, n_layer=n_layer, n_embd=n_embd,
                                            vocab_size=vocab, head_size=head_size, dtype=dtype, seed=200 + i,
                                            name=f"m{i}.pth")
-        tokens = torch.randint(0, vocab, (T,), generator=torch.Generator().manual_seed(i)).tolist()
-        with torch.no_grad():
-            _, start = load_model(path)(torch.tensor([tokens[:5]]))
-        state_path = directory / f"state{i}.pt"
-        torch.save(_state_for_package(start), state_path)
-        out.append({"path": path, "spec": spec, "tokens": tokens, "start": start, "state_path": state_path})
-    jobs = []
-    for case in out:
-        jobs.append({"path": str(case["path"]), "tokens": case["tokens"]})
-        jobs.append({"path": str(case["path"]), "tokens": case["tokens"], "state": str(case["state_path"])})
-    official = run_official(jobs, directory, v7=False)
-    for i, case in enumerate(out):
-        case["official"], case["official_from_state"] = official[2 * i], official[2 * i + 1]
-    return out
+        checkpoints.append((path, spec, vocab))
+    return oracle_cases(directory, checkpoints, v7=False)
 
 
 @pytest.mark.parametrize("index", range(len(SHAPES)), ids=[f"{s[0]}-C{s[2]}" for s in SHAPES])
