@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import torch
 
-from kernels.dispatch import autocast_off, register_op, resolve_op
+from kernels.dispatch import _REGISTRY, autocast_off, register_op, resolve_op
 from kernels.wkv6_from_wkv7 import wkv5_on, wkv6_on
 from kernels.wkv6_reference import wkv5_sequential, wkv6_sequential
 from kernels.wkv7_chunked import wkv7_chunked
@@ -54,8 +54,6 @@ def _check(r, w, k, v, u, state, decay_shape: tuple, family: str) -> None:
 
 def _run(family, r, w, k, v, u, state, op) -> WkvOutput:
     name = resolve_op(op, r.device, r.dtype, family=family)
-    from kernels.dispatch import _REGISTRY
-
     with autocast_off(r.device):
         y, final_state = _REGISTRY[family][name].fn(r, w, k, v, u, state)
     return WkvOutput(y, final_state, name)
