@@ -14,7 +14,9 @@ from typing import NamedTuple
 
 import torch
 
+from kernels.errors import KernelUnavailableError
 from kernels.wkv7_chunked import wkv7_chunked
+from kernels.wkv7_cuda import cuda_availability, wkv7_cuda
 from kernels.wkv7_reference import wkv7_sequential
 from kernels.wkv7_triton import triton_availability, wkv7_triton
 
@@ -22,10 +24,6 @@ from kernels.wkv7_triton import triton_availability, wkv7_triton
 WkvFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 # None when the op can run on this device with this input dtype, else the reason it cannot.
 Availability = Callable[[torch.device, torch.dtype], "str | None"]
-
-
-class KernelUnavailableError(Exception):
-    """The requested op cannot run here (no GPU, package missing, unsupported dtype…)."""
 
 
 class Wkv7Output(NamedTuple):
@@ -46,7 +44,6 @@ class OpInfo:
 _REGISTRY: dict[str, dict[str, OpInfo]] = {}
 # Names users may ask for before their op is registered, with the reason shown to them.
 _PLANNED = {
-    "cuda": "the CUDA WKV7 kernel is not built into this version (it needs a CUDA GPU and a compiler)",
     "fla": "the rwkv-fla adapter needs a CUDA GPU and the rwkv-fla package (pip install 'rwkv-tui[gpu]')",
 }
 ALIASES = {"torch": "torch_chunked"}
@@ -66,6 +63,7 @@ def _everywhere(device: torch.device, dtype: torch.dtype) -> None:
 register_op("torch_chunked", wkv7_chunked, _everywhere, priority=10)
 register_op("torch_sequential", wkv7_sequential, _everywhere, priority=0)
 # Priorities order the GPU ops for RWKV_TUI_WKV_AUTO=fixed; by default "auto" on CUDA measures them.
+register_op("cuda", wkv7_cuda, cuda_availability, priority=40)
 register_op("triton", wkv7_triton, triton_availability, priority=30)
 
 

@@ -2,7 +2,7 @@
 
 Same registry as WKV7 (kernels.dispatch), under the families "wkv6" and "wkv5". Besides the
 sequential reference, every op is a WKV7 op run with a = b = 0 (kernels/wkv6_from_wkv7.py):
-the chunked torch op everywhere, the Triton kernel on CUDA.
+the chunked torch op everywhere, the CUDA and Triton kernels on GPUs.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from kernels.dispatch import _REGISTRY, autocast_off, register_op, resolve_op
 from kernels.wkv6_from_wkv7 import wkv5_on, wkv6_on
 from kernels.wkv6_reference import wkv5_sequential, wkv6_sequential
 from kernels.wkv7_chunked import wkv7_chunked
+from kernels.wkv7_cuda import cuda_availability, wkv7_cuda
 from kernels.wkv7_triton import triton_availability, wkv7_triton
 
 
@@ -32,6 +33,7 @@ register_op("torch_sequential", wkv6_sequential, _everywhere, priority=0, family
 register_op("torch_sequential", wkv5_sequential, _everywhere, priority=0, family="wkv5")
 for _family, _adapt in (("wkv6", wkv6_on), ("wkv5", wkv5_on)):
     register_op("torch_chunked", _adapt(wkv7_chunked), _everywhere, priority=10, family=_family)
+    register_op("cuda", _adapt(wkv7_cuda), cuda_availability, priority=40, family=_family)
     register_op("triton", _adapt(wkv7_triton), triton_availability, priority=30, family=_family)
 
 
@@ -54,6 +56,12 @@ def _check(r, w, k, v, u, state, decay_shape: tuple, family: str) -> None:
 
 def _run(family, r, w, k, v, u, state, op) -> WkvOutput:
     name = resolve_op(op, r.device, r.dtype, family=family)
+    if op == "auto" and r.device.type == "cuda":
+        from kernels.autotune import fastest_op  # imports kernels.dispatch
+
+        # Every GPU op here is a WKV7 op underneath, so WKV7's measured winner wins here too.
+        choice = fastest_op(r.device, r.dtype, r.shape[-1])
+        name = choice if choice in _REGISTRY[family] else name
     with autocast_off(r.device):
         y, final_state = _REGISTRY[family][name].fn(r, w, k, v, u, state)
     return WkvOutput(y, final_state, name)

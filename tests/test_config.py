@@ -106,3 +106,15 @@ def test_model_dependent_checks():
     assert [p.field for p in validate(miss, spec)] == ["method.r"]
     ok = RunConfig.for_method("lora", model__path="m.pth", data__path="d.jsonl", hardware__precision="fp32")
     assert validate(ok, spec, cuda_available=False) == []
+    cuda = RunConfig.for_method("lora", model__path="m.pth", data__path="d.jsonl", hardware__op="cuda",
+                                data__ctx_len=100, hardware__precision="fp32")
+    assert validate(cuda, spec) == []  # any ctx_len, fp32 too
+    wide = ModelSpec("x070", 2, 256, 2, 128, 256, 256)
+    assert [p.field for p in validate(cuda, wide)] == ["hardware.op"]
+
+
+def test_kernel_head_sizes_mirror_the_kernels():
+    from kernels import wkv7_cuda, wkv7_triton
+    from trainer.config import KERNEL_HEAD_SIZES
+
+    assert KERNEL_HEAD_SIZES == {"cuda": wkv7_cuda.SUPPORTED_HEAD_SIZES, "triton": wkv7_triton.SUPPORTED_HEAD_SIZES}

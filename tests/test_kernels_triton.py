@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 from test_kernels_wkv7 import make_inputs
+from wkv7_compare import compare as compare_op
 
-from kernels.wkv7_reference import wkv7_sequential
 from kernels.wkv7_triton import (
     CHUNK,
     rows_per_program,
@@ -21,37 +21,9 @@ from kernels.wkv7_triton import (
 # conftest.py sets TRITON_INTERPRET=1 without CUDA, before triton is first imported.
 pytest.importorskip("triton")
 
-NAMES = ["r", "w", "k", "v", "a", "b", "state"]
 
-
-def rel(x, ref):
-    return ((x.double().cpu() - ref).norm() / ref.norm().clamp_min(1e-30)).item()
-
-
-def compare(B, T, H, N, dtype, device, with_state=True, tol=1e-5, seed=0, use_final_state=True):
-    x64 = [t.requires_grad_() for t in make_inputs(B, T, H, N, seed=seed)]
-    state64 = (torch.randn(B, H, N, N, dtype=torch.float64, generator=torch.Generator().manual_seed(seed + 1))
-               * 0.3).requires_grad_() if with_state else None
-    g = torch.Generator().manual_seed(seed + 2)
-    dy = torch.randn(B, T, H, N, dtype=torch.float64, generator=g)
-    ds = torch.randn(B, H, N, N, dtype=torch.float64, generator=g)
-
-    y_ref, s_ref = wkv7_sequential(*x64, state=state64)
-    loss_ref = (y_ref * dy).sum() + ((s_ref * ds).sum() if use_final_state else 0)
-    ref_grads = torch.autograd.grad(loss_ref, [*x64, *([state64] if with_state else [])])
-
-    xs = [t.detach().to(device, dtype).requires_grad_() for t in x64]
-    state = state64.detach().to(device, torch.float32).requires_grad_() if with_state else None
-    y, s = wkv7_triton(*xs, state=state)
-    assert y.dtype == dtype and s.dtype == torch.float32 and s.shape == (B, H, N, N)
-    loss = (y.double() * dy.to(device)).sum() + ((s.double() * ds.to(device)).sum() if use_final_state else 0)
-    grads = torch.autograd.grad(loss, [*xs, *([state] if with_state else [])])
-
-    assert rel(y, y_ref) < tol, "y"
-    assert rel(s, s_ref) < tol, "final state"
-    for name, got, want in zip(NAMES, grads, ref_grads):
-        assert got.shape == want.shape
-        assert rel(got, want) < tol, f"gradient of {name}: {rel(got, want):.2e}"
+def compare(*args, **kwargs):
+    compare_op(wkv7_triton, *args, **kwargs)
 
 
 @pytest.mark.parametrize("T", [1, CHUNK - 1, CHUNK + 1, 2 * CHUNK + 3])
