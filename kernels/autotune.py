@@ -38,6 +38,13 @@ def fastest_op(device: torch.device, dtype: torch.dtype, head_size: int, family:
     return _CHOSEN[key]
 
 
+def trial_summary() -> dict[str, dict[str, float | str]]:
+    """What "auto" measured so far, for events.jsonl: "wkv7 cuda:0 bfloat16 N=64" -> {op: ms or error}."""
+    return {f"{family} {device} {str(dtype).removeprefix('torch.')} N={n}":
+            {op: round(t * 1e3, 4) if isinstance(t, float) else t for op, t in results.items()}
+            for (family, device, dtype, n), results in MEASUREMENTS.items()}
+
+
 def _measure(key, candidates, device, dtype, head_size) -> str:
     B, T, H = MEASURE_SHAPE
     g = torch.Generator(device=device).manual_seed(0)

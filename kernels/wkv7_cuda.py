@@ -71,7 +71,7 @@ def load_extension():
     directory = build_directory()
     directory.mkdir(parents=True, exist_ok=True)
     try:
-        return load(name=f"rwkv_tui_{directory.name.split('-')[1]}_wkv7",
+        return load(name=f"wkv7_ext_{directory.name.split('-')[1]}",
                     sources=[str(SOURCES / "wkv7_op.cpp"), str(SOURCES / "wkv7.cu")],
                     extra_include_paths=[str(SOURCES)],
                     extra_cflags=["-O3"], extra_cuda_cflags=["-O3"],

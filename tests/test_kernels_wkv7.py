@@ -348,6 +348,7 @@ def test_auto_on_gpu_measures_each_op_once_and_drops_failing_ones(monkeypatch):
     monkeypatch.setattr(dispatch, "_REGISTRY", {"wkv7": {}})
     monkeypatch.setattr(autotune, "_REGISTRY", dispatch._REGISTRY)
     monkeypatch.setattr(autotune, "_CHOSEN", {})
+    monkeypatch.setattr(autotune, "MEASUREMENTS", {})
     calls = {"slow": 0, "fast": 0}
 
     def slow(*x):
@@ -369,6 +370,8 @@ def test_auto_on_gpu_measures_each_op_once_and_drops_failing_ones(monkeypatch):
     key = ("wkv7", "cpu", torch.float32, 16)
     assert isinstance(autotune.MEASUREMENTS[key]["slow"], float)
     assert "does not compile" in autotune.MEASUREMENTS[key]["broken"]
+    summary = autotune.trial_summary()["wkv7 cpu float32 N=16"]  # what events.jsonl shows
+    assert summary["slow"] >= 20.0 and "does not compile" in summary["broken"]
     before = dict(calls)
     assert autotune.fastest_op(cpu, torch.float32, 16) == "fast" and calls == before  # cached
     monkeypatch.setenv("RWKV_TUI_WKV_AUTO", "fixed")

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from kernels.autotune import trial_summary
 from trainer.errors import RwkvTuiError
 from trainer.training.folder import EventWriter, RunFolder
 from trainer.training.metrics import Every, SmoothedValue, Throughput, memory_snapshot
@@ -256,6 +257,8 @@ def _train(config, folder: RunFolder, events: EventWriter, *, resume: bool, stop
         }
         if not wkv_op_reported:
             event["wkv_op"] = fabric_unwrap(model).last_wkv_op
+            if trial_summary():  # op=auto on a GPU timed the candidates: say what it saw
+                event["wkv_op_trials_ms"] = trial_summary()
             wkv_op_reported = True
         if fabric.is_global_zero:
             events.emit("step", **event)
