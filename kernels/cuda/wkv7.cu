@@ -8,6 +8,7 @@
 #include <type_traits>
 
 #define WKV_GLOBAL __global__
+#define WKV_DEVICE __device__ __forceinline__
 #define WKV_SHARED __shared__
 #define wkv_sync() __syncthreads()
 #define wkv_thread() static_cast<int>(threadIdx.x)

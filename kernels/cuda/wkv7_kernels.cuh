@@ -12,11 +12,30 @@
 // first recomputes the chunk's states from the checkpoint into a scratch buffer, then walks
 // the chunk in reverse. Exact: it never divides by a decay.
 //
+// Each thread loads its next step's six inputs while the current step computes, so the
+// global-memory latency hides behind the arithmetic instead of stalling every step.
+//
 // The includer defines the portability layer: WKV_GLOBAL, WKV_DEVICE, WKV_SHARED,
 // wkv_sync(), wkv_thread(), wkv_block(), wkv_to_float(x) and wkv_from_float<F>(x).
 #pragma once
 
 namespace wkv7 {
+
+// One thread's element of a step's inputs, in fp32; w is the raw log(-log(decay)).
+struct Step {
+  float r, w, k, v, a, b;
+};
+
+template <typename F>
+WKV_DEVICE Step load_step(const F* r, const F* w, const F* k, const F* v, const F* a, const F* b, long long at) {
+  return Step{wkv_to_float(r[at]), wkv_to_float(w[at]), wkv_to_float(k[at]),
+              wkv_to_float(v[at]), wkv_to_float(a[at]), wkv_to_float(b[at])};
+}
+
+// Flat index of element (batch, t, head, 0) in a [B, T, H, N] tensor.
+WKV_DEVICE long long step_offset(int batch, int t, int T, int H, int head, int N) {
+  return (((long long)batch * T + t) * H + head) * N;
+}
 
 template <typename F, int N, int CHUNK>
 WKV_GLOBAL void forward_kernel(int T, int H, const F* __restrict__ r, const F* __restrict__ w,
@@ -33,15 +52,18 @@ WKV_GLOBAL void forward_kernel(int T, int H, const F* __restrict__ r, const F* _
 #pragma unroll
   for (int j = 0; j < N; j++) S[j] = s0_row ? s0_row[j] : 0.f;
 
+  Step next = load_step(r, w, k, v, a, b, step_offset(batch, 0, T, H, head, N) + i);
   for (int t = 0; t < T; t++) {
-    const long long at = (((long long)batch * T + t) * H + head) * N;
+    const long long at = step_offset(batch, t, T, H, head, N);
+    const Step now = next;
     wkv_sync();  // everyone is done with the previous step's vectors
-    sr[i] = wkv_to_float(r[at + i]);
-    sd[i] = expf(-expf(wkv_to_float(w[at + i])));
-    sk[i] = wkv_to_float(k[at + i]);
-    sa[i] = wkv_to_float(a[at + i]);
-    sb[i] = wkv_to_float(b[at + i]);
+    sr[i] = now.r;
+    sd[i] = expf(-expf(now.w));
+    sk[i] = now.k;
+    sa[i] = now.a;
+    sb[i] = now.b;
     wkv_sync();
+    if (t + 1 < T) next = load_step(r, w, k, v, a, b, at + (long long)H * N + i);
     if (t % CHUNK == 0) {
       float* c = checkpoints + ((long long)bh * chunks + t / CHUNK) * N * N;
 #pragma unroll
@@ -50,7 +72,7 @@ WKV_GLOBAL void forward_kernel(int T, int H, const F* __restrict__ r, const F* _
     float s_dot_a = 0.f;
 #pragma unroll
     for (int j = 0; j < N; j++) s_dot_a += S[j] * sa[j];
-    const float vi = wkv_to_float(v[at + i]);
+    const float vi = now.v;
     float yi = 0.f;
 #pragma unroll
     for (int j = 0; j < N; j++) {
@@ -96,14 +118,17 @@ WKV_GLOBAL void backward_kernel(int T, int H, const F* __restrict__ r, const F* 
       const float* ck = checkpoints + ((long long)bh * chunks + c) * N * N;
 #pragma unroll
       for (int j = 0; j < N; j++) S[j] = ck[j * N + n];
+      Step next = load_step(r, w, k, v, a, b, step_offset(batch, t0, T, H, head, N) + n);
       for (int t = t0; t < t1; t++) {
-        const long long at = (((long long)batch * T + t) * H + head) * N;
+        const long long at = step_offset(batch, t, T, H, head, N);
+        const Step now = next;
         wkv_sync();
-        sd[n] = expf(-expf(wkv_to_float(w[at + n])));
-        sk[n] = wkv_to_float(k[at + n]);
-        sa[n] = wkv_to_float(a[at + n]);
-        sb[n] = wkv_to_float(b[at + n]);
+        sd[n] = expf(-expf(now.w));
+        sk[n] = now.k;
+        sa[n] = now.a;
+        sb[n] = now.b;
         wkv_sync();
+        if (t + 1 < t1) next = load_step(r, w, k, v, a, b, at + (long long)H * N + n);
         float* st = states + (t - t0) * N * N;
         float s_dot_a = 0.f;
 #pragma unroll
@@ -112,25 +137,32 @@ WKV_GLOBAL void backward_kernel(int T, int H, const F* __restrict__ r, const F* 
           s_dot_a += S[j] * sa[j];
         }
         s_dot_a_at[(t - t0) * N + n] = s_dot_a;
-        const float vn = wkv_to_float(v[at + n]);
 #pragma unroll
-        for (int j = 0; j < N; j++) S[j] = S[j] * sd[j] + s_dot_a * sb[j] + vn * sk[j];
+        for (int j = 0; j < N; j++) S[j] = S[j] * sd[j] + s_dot_a * sb[j] + now.v * sk[j];
       }
     }
+    long long at_next = step_offset(batch, t1 - 1, T, H, head, N);
+    Step next = load_step(r, w, k, v, a, b, at_next + n);
+    float dy_next = wkv_to_float(dy[at_next + n]);
     for (int t = t1 - 1; t >= t0; t--) {
-      const long long at = (((long long)batch * T + t) * H + head) * N;
+      const long long at = at_next;
+      const Step now = next;
+      const float e_w = expf(now.w);
       wkv_sync();  // the scratch is complete; the previous step's vectors are consumed
-      const float w_raw = wkv_to_float(w[at + n]);
-      const float e_w = expf(w_raw);
-      sr[n] = wkv_to_float(r[at + n]);
+      sr[n] = now.r;
       sd[n] = expf(-e_w);
-      sk[n] = wkv_to_float(k[at + n]);
-      sa[n] = wkv_to_float(a[at + n]);
-      sb[n] = wkv_to_float(b[at + n]);
-      sv[n] = wkv_to_float(v[at + n]);
-      sdy[n] = wkv_to_float(dy[at + n]);
+      sk[n] = now.k;
+      sa[n] = now.a;
+      sb[n] = now.b;
+      sv[n] = now.v;
+      sdy[n] = dy_next;
       ssa[n] = s_dot_a_at[(t - t0) * N + n];
       wkv_sync();
+      if (t > t0) {
+        at_next = at - (long long)H * N;
+        next = load_step(r, w, k, v, a, b, at_next + n);
+        dy_next = wkv_to_float(dy[at_next + n]);
+      }
 
       // dS_t gains y_t = S_t r_t's share: dy_t r_tᵀ.
       const float dy_n = sdy[n], r_n = sr[n];
@@ -166,7 +198,7 @@ WKV_GLOBAL void backward_kernel(int T, int H, const F* __restrict__ r, const F* 
 
       dr[at + n] = wkv_from_float<F>(d_n * prev_dy + sb[n] * sa_dy + sk[n] * v_dy);
       // d/dw of exp(-exp(w)) is -exp(w - exp(w)): finite even where exp(w) overflows.
-      dw[at + n] = wkv_from_float<F>(-dd * expf(w_raw - e_w));
+      dw[at + n] = wkv_from_float<F>(-dd * expf(now.w - e_w));
       dk[at + n] = wkv_from_float<F>(dk_n);
       dv[at + n] = wkv_from_float<F>(dv_n);
       da[at + n] = wkv_from_float<F>(da_n);

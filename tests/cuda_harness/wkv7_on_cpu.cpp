@@ -20,6 +20,7 @@ std::barrier<>* block_barrier = nullptr;
 }  // namespace emu
 
 #define WKV_GLOBAL
+#define WKV_DEVICE inline
 #define WKV_SHARED static
 #define wkv_sync() emu::block_barrier->arrive_and_wait()
 #define wkv_thread() emu::thread_index
