@@ -15,6 +15,7 @@ from trainer.data.corpus import load_jsonl_corpus
 from trainer.data.datasets import build_dataset
 from trainer.data.prepare import magic_prime, prepare_binidx
 from trainer.errors import DataError
+from trainer.training.sampling import ResumableSampler
 from trainer.world_tokenizer import get_tokenizer
 
 FIXTURE = Path(__file__).parent / "fixtures" / "data" / "broken_chat.jsonl"
@@ -66,7 +67,7 @@ def test_bom_formats_stats_and_steps(tmp_path):
     stats = report.token_stats()
     assert (stats["min"], stats["max"], stats["median"]) == (counts[0], counts[-1], counts[2])
     assert report.total_tokens == sum(counts) + 5
-    assert report.over_ctx_len == sum(1 for c in counts if c + 1 > 16)
+    assert report.over_ctx_len == sum(1 for c in counts if c > 16)
     assert report.steps_per_epoch == 3
 
 
@@ -232,6 +233,36 @@ def test_datasets_shapes_padding_and_packing(tmp_path):
     windows = build_dataset(source, ctx_len=16, loading="random", loss_mask="none", seed=3)
     again = build_dataset(source, ctx_len=16, loading="random", loss_mask="none", seed=3)
     assert all((windows[i]["input_ids"] == again[i]["input_ids"]).all() for i in range(5))
+
+
+def test_passes_over_the_data_reshuffle_documents_and_draw_new_windows(tmp_path):
+    """The sampler counts on across passes: documents come back in a new order, windows are new."""
+    source = write_jsonl(tmp_path / "d.jsonl", GOOD * 4)
+    pad = build_dataset(source, ctx_len=16, loading="pad", loss_mask="none")
+    n = len(pad)
+    sampler = ResumableSampler(n, seed=1, start=0, length=2 * n)
+    indices = list(sampler)
+    assert sorted(i % n for i in indices[:n]) == list(range(n)) == sorted(i % n for i in indices[n:])
+    assert [i % n for i in indices[:n]] != [i % n for i in indices[n:]]
+    assert all((pad[i]["input_ids"] == pad[i % n]["input_ids"]).all() for i in indices)
+    windows = build_dataset(source, ctx_len=16, loading="random", loss_mask="none", seed=3)
+    m = len(windows)
+    first = {tuple(windows[i]["input_ids"].tolist()) for i in range(m)}
+    second = {tuple(windows[i]["input_ids"].tolist()) for i in range(m, 2 * m)}
+    assert second - first  # not the first pass's windows again
+    resumed = ResumableSampler(n, seed=1, start=n + 3, length=5)
+    assert list(resumed) == indices[n + 3:n + 8]  # resume replays the same positions
+
+
+def test_a_document_of_exactly_ctx_len_tokens_is_not_truncated(tmp_path):
+    tok = get_tokenizer()
+    text = "Hello there, general Kenobi. " * 3
+    n = len(tok.encode(text))
+    path = write_jsonl(tmp_path / "one.jsonl", [text])
+    assert check_jsonl(path, ctx_len=n, micro_bsz=1).over_ctx_len == 0
+    assert check_jsonl(path, ctx_len=n - 1, micro_bsz=1).over_ctx_len == 1
+    sample = build_dataset(path, ctx_len=n, loading="pad", loss_mask="none")[0]
+    assert sample["loss_mask"].sum() == n  # every token and the end-of-text token are targets
 
 
 def test_jsonl_is_tokenized_once_and_cached(tmp_path):

@@ -76,7 +76,9 @@ class CheckReport:
 
     @property
     def over_ctx_len(self) -> int:
-        return sum(1 for n in self.token_counts if n + 1 > self.ctx_len)
+        # A sample holds ctx_len + 1 tokens (inputs and the last target): a document and its
+        # end-of-text token fit when n + 1 <= ctx_len + 1.
+        return sum(1 for n in self.token_counts if n > self.ctx_len)
 
     @property
     def steps_per_epoch(self) -> int:

@@ -10,6 +10,9 @@
   consecutive ctx_len+1 windows: no padding wasted.
 - `RandomWindows` ("random"): RWKV-LM's sampling, a window at a random offset of the token
   stream; the offset is a pure function of (seed, index), so a resumed run reads the same data.
+
+Indices may exceed len(dataset): the sampler counts on across passes over the data
+(trainer/training/sampling.py). Documents repeat modulo the length; random windows are new.
 """
 
 from __future__ import annotations

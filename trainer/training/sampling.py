@@ -4,6 +4,9 @@ Resume is exact because nothing here has hidden state: after a restart at optimi
 `s`, the loader starts at position `s * samples_per_step` and replays the same sequence
 an uninterrupted run would have read. Each full pass over a dataset of documents uses
 its own permutation (seeded by the pass number), like an epoch of shuffled data.
+
+Indices count on across passes (pass p yields p·len + a permutation of 0..len-1): datasets of
+documents take them modulo their length, and random windows draw fresh windows every pass.
 """
 
 from __future__ import annotations
@@ -39,9 +42,9 @@ class ResumableSampler(Sampler[int]):
 
     def _index(self, position: int) -> int:
         if self.dataset_len > _MAX_PERMUTED:
-            return position % self.dataset_len
+            return position
         data_pass, offset = divmod(position, self.dataset_len)
         if self._perm_cache is None or self._perm_cache[0] != data_pass:
             generator = torch.Generator().manual_seed(self.seed * 1_000_003 + data_pass)
             self._perm_cache = (data_pass, torch.randperm(self.dataset_len, generator=generator))
-        return int(self._perm_cache[1][offset])
+        return data_pass * self.dataset_len + int(self._perm_cache[1][offset])
