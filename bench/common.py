@@ -36,8 +36,25 @@ def machine_info() -> dict:
     return info
 
 
-def save_result(name: str, rows: list[dict], extra: dict | None = None) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
+def package_versions(*names: str) -> dict[str, str | None]:
+    """Installed versions (None when absent), read from the metadata without importing anything."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {}
+    for name in names:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def save_result(name: str, rows: list[dict], extra: dict | None = None,
+                directory: str | Path | None = None) -> Path:
+    """Write the rows with the machine facts and the exact command to `directory` (bench/results/
+    by default) as `{name}-{device}-{date}.json`; a second call the same day overwrites it."""
+    out_dir = Path(directory) if directory is not None else RESULTS
+    out_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y-%m-%d")
     payload = {
         "benchmark": name,
@@ -47,7 +64,7 @@ def save_result(name: str, rows: list[dict], extra: dict | None = None) -> Path:
         **(extra or {}),
         "rows": rows,
     }
-    path = RESULTS / f"{name}-{payload['machine']['device'].replace(' ', '_')}-{stamp}.json"
+    path = out_dir / f"{name}-{payload['machine']['device'].replace(' ', '_')}-{stamp}.json"
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return path
 

@@ -22,18 +22,10 @@ from trainer.errors import RwkvTuiError
 from trainer.training.folder import EventWriter, RunFolder
 from trainer.training.metrics import Every, SmoothedValue, Throughput, memory_snapshot
 from trainer.training.schedule import learning_rate
+from trainer.training.setup import build_training, fabric_unwrap, make_fabric
 from trainer.training.signals import StopRequest, stop_on_signals
 
 RESUME_FILE = "resume.ckpt"
-
-# RunConfig.hardware.precision -> (Fabric precision, dtype the frozen weights are stored in)
-_PRECISIONS = {
-    "bf16": ("bf16-mixed", torch.bfloat16),
-    "fp16": ("16-mixed", torch.float16),
-    "fp32": ("32-true", torch.float32),
-    "tf32": ("32-true", torch.float32),
-}
-
 
 class TrainingError(RwkvTuiError):
     """The run could not go on (non-finite loss, out of memory); a checkpoint may exist."""
@@ -105,13 +97,9 @@ def run(
 
 
 def _train(config, folder: RunFolder, events: EventWriter, *, resume: bool, stop: StopRequest, on_step) -> RunResult:
-    from lightning.fabric import Fabric
-
     from trainer.checkpoint import load_checkpoint
     from trainer.config import ensure_valid
     from trainer.data.datasets import build_dataset
-    from trainer.model import model_from_state_dict
-    from trainer.peft import build_method
     from trainer.peft.quant import bitsandbytes_available
     from trainer.training.outputs import finish_outputs, save_method_output
     from trainer.training.sampling import ResumableSampler
@@ -121,37 +109,18 @@ def _train(config, folder: RunFolder, events: EventWriter, *, resume: bool, stop
     ensure_valid(config, spec, cuda_available=torch.cuda.is_available(),
                  bitsandbytes_available=bitsandbytes_available())
 
-    fabric_precision, weight_dtype = _PRECISIONS[hw.precision]
-    if hw.precision == "tf32":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    accelerator = {"gpu": "cuda"}.get(hw.accelerator, hw.accelerator)
-    fabric = Fabric(accelerator=accelerator, devices=hw.devices, num_nodes=hw.num_nodes,
-                    strategy=hw.strategy, precision=fabric_precision)
-    fabric.launch()
-    fabric.seed_everything(config.output.seed + fabric.global_rank, verbose=False)
+    fabric = make_fabric(config)
 
-    # Model: frozen weights in the compute dtype, trainable ones in fp32 (master weights).
-    model = model_from_state_dict(state_dict, spec, dtype=weight_dtype)
+    def warm_start(model, method) -> None:
+        if config.method.init_from and not resume:
+            _warm_start(model, method, config, events)
+
+    training = build_training(config, state_dict, spec, fabric, before_optimizer=warm_start)
     del state_dict
-    model.wkv_op = hw.op
-    model.gradient_checkpointing = hw.grad_cp
-    method = build_method(config.method, seed=config.output.seed)
-    method.apply(model)
-    if config.method.init_from and not resume:
-        _warm_start(model, method, config, events)
-    opt_params = list(method.optimizer_parameters(model))
-    for p in opt_params:
-        p.data = p.data.float()
-    trainable, total = method.parameter_report(model)
+    model, optimizer, method = training.model, training.optimizer, training.method
+    trainable, total = training.trainable, training.total
     events.log(f"model {spec.display_name}, method {config.method.name}: "
                f"{trainable:,} trainable of {total:,} parameters")
-
-    optimizer = torch.optim.AdamW(
-        _param_groups(opt_params, optim.weight_decay),
-        lr=optim.lr_init, betas=(optim.beta1, optim.beta2), eps=optim.adam_eps,
-    )
-    model, optimizer = fabric.setup(model, optimizer)
 
     dataset = build_dataset(data.path, ctx_len=data.ctx_len, loading=data.loading, loss_mask=data.loss_mask,
                             seed=config.output.seed, vocab_size=spec.vocab_size)
@@ -217,15 +186,8 @@ def _train(config, folder: RunFolder, events: EventWriter, *, resume: bool, stop
         for group in optimizer.param_groups:
             group["lr"] = lr
 
-        step_loss = 0.0
         try:
-            for micro in range(accumulate):
-                batch = next(batches)
-                with fabric.no_backward_sync(model, enabled=micro < accumulate - 1):
-                    logits, _ = model(batch["input_ids"])
-                    loss = masked_cross_entropy(logits, batch["targets"], batch["loss_mask"])
-                    fabric.backward(loss / accumulate)
-                step_loss += loss.item() / accumulate  # .item() synchronises with the GPU
+            step_loss = accumulate_gradients(fabric, model, batches, accumulate)
         except torch.cuda.OutOfMemoryError:
             raise TrainingError(_oom_message(spec, config), hint="lower micro_bsz or ctx_len, turn on "
                                 "grad_cp, use int8/nf4 quantization, or choose state tuning") from None
@@ -236,10 +198,7 @@ def _train(config, folder: RunFolder, events: EventWriter, *, resume: bool, stop
                 f"the loss became {step_loss} at step {step + 1}; the weights were not updated and the "
                 "last checkpoint is kept",
                 hint="lower lr_init, check the data for broken samples, or use bf16/fp32 instead of fp16")
-        if optim.grad_clip > 0:
-            fabric.clip_gradients(model, optimizer, max_norm=optim.grad_clip, error_if_nonfinite=False)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer_step(fabric, model, optimizer, optim.grad_clip)
         step += 1
         method.on_step(model, step)
 
@@ -324,17 +283,24 @@ def _warm_start(model, method, config, events) -> None:
     events.emit("info", message=f"started from {path}")
 
 
-def fabric_unwrap(model):
-    return getattr(model, "module", model)
+def accumulate_gradients(fabric, model, batches, accumulate: int) -> float:
+    """Forward and backward over `accumulate` micro batches; the mean loss (synchronises with the GPU)."""
+    step_loss = 0.0
+    for micro in range(accumulate):
+        batch = next(batches)
+        with fabric.no_backward_sync(model, enabled=micro < accumulate - 1):
+            logits, _ = model(batch["input_ids"])
+            loss = masked_cross_entropy(logits, batch["targets"], batch["loss_mask"])
+            fabric.backward(loss / accumulate)
+        step_loss += loss.item() / accumulate
+    return step_loss
 
 
-def _param_groups(params, weight_decay: float):
-    # Decay only matrices, as RWKV-LM does: norms, mixing vectors and states stay undecayed.
-    if weight_decay <= 0:
-        return [{"params": params, "weight_decay": 0.0}]
-    decay = [p for p in params if p.ndim >= 2]
-    rest = [p for p in params if p.ndim < 2]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+def optimizer_step(fabric, model, optimizer, grad_clip: float) -> None:
+    if grad_clip > 0:
+        fabric.clip_gradients(model, optimizer, max_norm=grad_clip, error_if_nonfinite=False)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
 
 
 def _rng_state() -> dict:

@@ -1,0 +1,85 @@
+"""What a run trains: the Fabric, the model with its method applied, the optimizer.
+
+The training loop and the GPU benchmark (bench/gpu_trainer.py) both build through here, so
+the benchmark measures exactly what a run does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+# RunConfig.hardware.precision -> (Fabric precision, dtype the frozen weights are stored in)
+PRECISIONS = {
+    "bf16": ("bf16-mixed", torch.bfloat16),
+    "fp16": ("16-mixed", torch.float16),
+    "fp32": ("32-true", torch.float32),
+    "tf32": ("32-true", torch.float32),
+}
+
+
+@dataclass
+class Training:
+    model: Any       # Fabric-wrapped RWKV
+    optimizer: Any   # Fabric-wrapped AdamW
+    method: Any      # trainer.peft Method
+    trainable: int   # parameters the optimizer updates
+    total: int       # parameters in the model
+
+
+def make_fabric(config, seed_offset_by_rank: bool = True):
+    """A launched Fabric for `config.hardware`, seeded (per rank, so dropout differs across GPUs)."""
+    from lightning.fabric import Fabric
+
+    hw = config.hardware
+    if hw.precision == "tf32":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    accelerator = {"gpu": "cuda"}.get(hw.accelerator, hw.accelerator)
+    fabric = Fabric(accelerator=accelerator, devices=hw.devices, num_nodes=hw.num_nodes,
+                    strategy=hw.strategy, precision=PRECISIONS[hw.precision][0])
+    fabric.launch()
+    fabric.seed_everything(config.output.seed + (fabric.global_rank if seed_offset_by_rank else 0), verbose=False)
+    return fabric
+
+
+def build_training(config, state_dict: dict[str, torch.Tensor], spec, fabric,
+                   before_optimizer: Callable[[Any, Any], None] | None = None) -> Training:
+    """Frozen weights in the compute dtype, trainable ones in fp32 (master weights), the method
+    applied on the CPU (PiSSA's SVD, quantization), then Fabric moves everything to the device.
+    `before_optimizer(model, method)` runs once the method is applied (warm starts)."""
+    from trainer.model import model_from_state_dict
+    from trainer.peft import build_method
+
+    hw, optim = config.hardware, config.optim
+    model = model_from_state_dict(state_dict, spec, dtype=PRECISIONS[hw.precision][1])
+    model.wkv_op = hw.op
+    model.gradient_checkpointing = hw.grad_cp
+    method = build_method(config.method, seed=config.output.seed)
+    method.apply(model)
+    if before_optimizer is not None:
+        before_optimizer(model, method)
+    opt_params = list(method.optimizer_parameters(model))
+    for p in opt_params:
+        p.data = p.data.float()
+    trainable, total = method.parameter_report(model)
+    optimizer = torch.optim.AdamW(param_groups(opt_params, optim.weight_decay), lr=optim.lr_init,
+                                  betas=(optim.beta1, optim.beta2), eps=optim.adam_eps)
+    model, optimizer = fabric.setup(model, optimizer)
+    return Training(model, optimizer, method, trainable, total)
+
+
+def param_groups(params, weight_decay: float):
+    # Decay only matrices, as RWKV-LM does: norms, mixing vectors and states stay undecayed.
+    if weight_decay <= 0:
+        return [{"params": params, "weight_decay": 0.0}]
+    decay = [p for p in params if p.ndim >= 2]
+    rest = [p for p in params if p.ndim < 2]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+
+
+def fabric_unwrap(model):
+    return getattr(model, "module", model)
