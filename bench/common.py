@@ -80,3 +80,21 @@ def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:,.1f}" if value >= 100 else f"{value:.3g}"
     return str(value)
+
+
+def add_device_options(parser, smoke_help: str) -> None:
+    """--device, --out and --smoke, as every GPU benchmark takes them."""
+    import torch
+
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", default=None, help="folder for the JSON (default bench/results/; with "
+                                                    "--smoke a temporary folder)")
+    parser.add_argument("--smoke", action="store_true", help=smoke_help)
+
+
+def default_smoke_folder(args) -> None:
+    """Smoke runs never litter bench/results/."""
+    if args.smoke and args.out is None:
+        import tempfile
+
+        args.out = str(Path(tempfile.gettempdir()) / "rwkv-tui-bench-smoke")

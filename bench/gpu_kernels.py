@@ -37,7 +37,6 @@ import argparse
 import math
 import shlex
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -47,7 +46,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch
 import torch.nn.functional as F
 
-from bench.common import package_versions, print_table, save_result
+from bench.common import (
+    add_device_options,
+    default_smoke_folder,
+    package_versions,
+    print_table,
+    save_result,
+)
 from kernels import available_ops, wkv7
 
 HEADS = {"0.1B": 12, "0.4B": 16, "1.5B": 32, "2.9B": 40}  # RWKV-7 n_embd / 64
@@ -186,14 +191,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--head-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--out", default=None, help="folder for the JSON (default bench/results/; with "
-                                                    "--smoke a temporary folder)")
-    parser.add_argument("--smoke", action="store_true",
-                        help="tiny CPU-sized shapes (H=2, N=16, T=32), 1 repeat: exercises the code paths")
+    add_device_options(parser, smoke_help="tiny CPU-sized shapes (H=2, N=16, T=32), 1 repeat: "
+                                          "exercises the code paths")
     args = parser.parse_args(argv)
-    if args.smoke and args.out is None:  # smoke runs never litter bench/results/
-        args.out = str(Path(tempfile.gettempdir()) / "rwkv-tui-bench-smoke")
+    default_smoke_folder(args)
     if args.smoke:
         args.models, args.T, args.batch, args.head_size, args.repeats, args.warmup = "smoke", "32", "1", 16, 1, 1
     for model in args.models.split(","):

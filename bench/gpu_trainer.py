@@ -49,7 +49,6 @@ import argparse
 import gc
 import shlex
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -58,7 +57,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 
-from bench.common import package_versions, print_table, save_result
+from bench.common import (
+    add_device_options,
+    default_smoke_folder,
+    package_versions,
+    print_table,
+    save_result,
+)
 from bench.seeds_vram import SEEDS_ROUGH_FULL_GB, seeds_gb
 
 if TYPE_CHECKING:
@@ -240,16 +245,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--op", default="auto", help="hardware.op (auto, torch, cuda, triton)")
     parser.add_argument("--lora-r", type=int, default=64)
     parser.add_argument("--lora-alpha", type=float, default=32.0)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--out", default=None, help="folder for the JSON (default bench/results/; with "
-                                                    "--smoke a temporary folder)")
-    parser.add_argument("--smoke", action="store_true",
-                        help="CPU-sized: 2 layers, n_embd 64, vocab 256, ctx_len 32, rank 8, 1+1 steps")
+    add_device_options(parser, smoke_help="CPU-sized: 2 layers, n_embd 64, vocab 256, ctx_len 32, "
+                                          "rank 8, 1+1 steps")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.warmup_steps < 0:
         parser.error("--steps must be at least 1 and --warmup-steps at least 0")
-    if args.smoke and args.out is None:  # smoke runs never litter bench/results/
-        args.out = str(Path(tempfile.gettempdir()) / "rwkv-tui-bench-smoke")
+    default_smoke_folder(args)
     if args.long_full:
         args.models, args.methods, args.ctx_len = "1.5B", "full", "4096"
         args.micro_bsz = args.micro_bsz or "1"
