@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -20,6 +21,7 @@ import torch
 
 from kernels.errors import KernelUnavailableError
 
+log = logging.getLogger(__name__)
 SOURCES = Path(__file__).resolve().parent / "cuda"
 SUPPORTED_HEAD_SIZES = (16, 32, 64)
 
@@ -70,6 +72,8 @@ def load_extension():
 
     directory = build_directory()
     directory.mkdir(parents=True, exist_ok=True)
+    if not any(directory.glob("*.so")):
+        log.warning("building the CUDA WKV7 kernel in %s (first use on this machine: about a minute)", directory)
     try:
         return load(name=f"wkv7_ext_{directory.name.split('-')[1]}",
                     sources=[str(SOURCES / "wkv7_op.cpp"), str(SOURCES / "wkv7.cu")],
