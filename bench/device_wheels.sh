@@ -11,5 +11,6 @@ for tag in manylinux_2_28 manylinux_2_27 manylinux_2_24 manylinux_2_17 manylinux
 done
 python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   "${platforms[@]}" --platform any -d .whl \
-  pyrwkv-tokenizer==0.9.1 tomli-w==1.2.0 platformdirs==4.14.9 bitsandbytes==0.50.2 "$@"
+  pyrwkv-tokenizer==0.9.1 tomli-w==1.2.0 platformdirs==4.14.9 bitsandbytes==0.50.2 \
+  rwkv-fla==0.7.202508221413 "$@"
 ls -la .whl

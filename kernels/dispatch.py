@@ -17,6 +17,7 @@ import torch
 from kernels.errors import KernelUnavailableError
 from kernels.wkv7_chunked import wkv7_chunked
 from kernels.wkv7_cuda import cuda_availability, wkv7_cuda
+from kernels.wkv7_fla import fla_availability, wkv7_fla
 from kernels.wkv7_reference import wkv7_sequential
 from kernels.wkv7_triton import triton_availability, wkv7_triton
 
@@ -42,10 +43,6 @@ class OpInfo:
 
 # family -> op name -> op
 _REGISTRY: dict[str, dict[str, OpInfo]] = {}
-# Names users may ask for before their op is registered, with the reason shown to them.
-_PLANNED = {
-    "fla": "the rwkv-fla adapter needs a CUDA GPU and the rwkv-fla package (pip install 'rwkv-tui[gpu]')",
-}
 ALIASES = {"torch": "torch_chunked"}
 
 
@@ -65,6 +62,7 @@ register_op("torch_sequential", wkv7_sequential, _everywhere, priority=0)
 # Priorities order the GPU ops for RWKV_TUI_WKV_AUTO=fixed; by default "auto" on CUDA measures them.
 register_op("cuda", wkv7_cuda, cuda_availability, priority=40)
 register_op("triton", wkv7_triton, triton_availability, priority=30)
+register_op("fla", wkv7_fla, fla_availability, priority=20)
 
 
 def available_ops(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
@@ -85,11 +83,8 @@ def resolve_op(op: str, device: str | torch.device = "cpu", dtype: torch.dtype =
     registry = _REGISTRY.get(family, {})
     info = registry.get(name)
     if info is None:
-        reason = _PLANNED.get(name)
-        if reason is None:
-            known = ", ".join(dict.fromkeys(["auto", *ALIASES, *registry, *_PLANNED]))
-            raise KernelUnavailableError(f"unknown {family} op {op!r}; choose one of: {known}")
-        raise KernelUnavailableError(f"op {op!r} is not available: {reason}; use op='auto'")
+        known = ", ".join(["auto", *ALIASES, *registry])
+        raise KernelUnavailableError(f"unknown {family} op {op!r}; choose one of: {known}")
     reason = info.availability(device, dtype)
     if reason is not None:
         raise KernelUnavailableError(f"op {op!r} is not available on {device} with {dtype}: {reason}")
