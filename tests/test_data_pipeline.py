@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -156,6 +158,25 @@ def test_binidx_errors_are_specific(tmp_path):
     (tmp_path / "y.bin").write_bytes(b"\x01\x00")
     with pytest.raises(DataError, match="shorter than its index"):
         BinIdx(tmp_path / "y")
+
+
+def test_prepare_workers_after_the_encoder_ran_here(tmp_path):
+    """The app checks data (tokenizing in-process) before it prepares it with worker processes.
+    Forked workers once waited forever on the parent's Rust thread pool: run in a subprocess so a
+    hang fails the test instead of CI, on enough lines for several worker jobs."""
+    source = write_jsonl(tmp_path / "many.jsonl", GOOD * 1000)
+    script = f"""
+from trainer.data.prepare import prepare_binidx
+from trainer.world_tokenizer import get_tokenizer
+get_tokenizer().encode_batch(["warm the encoder's thread pool"] * 64)
+parallel = prepare_binidx({str(source)!r}, {str(tmp_path / "parallel")!r}, workers=2)
+serial = prepare_binidx({str(source)!r}, {str(tmp_path / "serial")!r}, workers=1)
+assert parallel.tokens == serial.tokens and parallel.documents == serial.documents == 5000
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    bins = [(tmp_path / f"{name}.bin").read_bytes() for name in ("parallel", "serial")]
+    assert bins[0] == bins[1]
 
 
 def test_interrupted_prepare_leaves_nothing(tmp_path, monkeypatch):

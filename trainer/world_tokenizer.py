@@ -105,9 +105,14 @@ class WorldTokenizer:
     def encode(self, text: str) -> list[int]:
         return self.encode_batch([text])[0]
 
-    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+    def encode_batch(self, texts: list[str], threads: bool = True) -> list[list[int]]:
+        """`threads=False` in forked worker processes: the Rust encoder's thread pool, once used
+        in a parent, is copied by fork without its threads, and a child's batch call would wait
+        on them forever. One text at a time never touches that pool (and is as fast per core)."""
         if self._rust is not None:
             try:
+                if not threads:
+                    return [self._rust.encode(text) for text in texts]
                 return self._rust.encode_batch(list(texts))
             except UnicodeEncodeError:  # a lone surrogate: find it and say where
                 for text in texts:

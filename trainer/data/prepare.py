@@ -115,7 +115,7 @@ def _tokenize_chunk(job: tuple[str, int, int, int, bool]):
         texts.append(text)
     if not texts:
         return ("ok", np.zeros(0, np.uint16), np.zeros(0, np.int64), np.zeros(0, np.uint8) if with_mask else None)
-    token_lists = tokenizer.encode_batch(texts)
+    token_lists = tokenizer.encode_batch(texts, threads=False)  # a forked worker: see encode_batch
     sizes = np.fromiter((len(ids) + 1 for ids in token_lists), dtype=np.int64, count=len(texts))
     flat: list[int] = []
     for ids in token_lists:  # one list, one conversion: far cheaper than an array per document
