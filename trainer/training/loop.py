@@ -27,6 +27,7 @@ from trainer.training.signals import StopRequest, stop_on_signals
 
 RESUME_FILE = "resume.ckpt"
 
+
 class TrainingError(RwkvTuiError):
     """The run could not go on (non-finite loss, out of memory); a checkpoint may exist."""
 

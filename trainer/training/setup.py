@@ -30,7 +30,7 @@ class Training:
     total: int       # parameters in the model
 
 
-def make_fabric(config, seed_offset_by_rank: bool = True):
+def make_fabric(config):
     """A launched Fabric for `config.hardware`, seeded (per rank, so dropout differs across GPUs)."""
     from lightning.fabric import Fabric
 
@@ -42,7 +42,7 @@ def make_fabric(config, seed_offset_by_rank: bool = True):
     fabric = Fabric(accelerator=accelerator, devices=hw.devices, num_nodes=hw.num_nodes,
                     strategy=hw.strategy, precision=PRECISIONS[hw.precision][0])
     fabric.launch()
-    fabric.seed_everything(config.output.seed + (fabric.global_rank if seed_offset_by_rank else 0), verbose=False)
+    fabric.seed_everything(config.output.seed + fabric.global_rank, verbose=False)
     return fabric
 
 
