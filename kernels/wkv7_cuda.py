@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from kernels.availability import needs_cuda_and_float
 from kernels.errors import KernelUnavailableError
 
 log = logging.getLogger(__name__)
@@ -43,11 +44,7 @@ def _toolchain_missing() -> str | None:
 
 def cuda_availability(device: torch.device, dtype: torch.dtype) -> str | None:
     """None when the CUDA op can run on `device` with `dtype`; otherwise why not."""
-    if device.type != "cuda":
-        return "the CUDA kernel runs on CUDA GPUs"
-    if dtype not in (torch.bfloat16, torch.float16, torch.float32):
-        return f"the CUDA kernel takes bf16, fp16 or fp32 inputs, not {dtype}"
-    return _toolchain_missing()
+    return needs_cuda_and_float("the CUDA kernel", device, dtype) or _toolchain_missing()
 
 
 def _source_files() -> list[Path]:

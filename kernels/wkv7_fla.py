@@ -27,6 +27,8 @@ from collections.abc import Callable
 
 import torch
 
+from kernels.availability import needs_cuda_and_float
+
 INSTALL_HINT = "pip install 'rwkv-tui[gpu]' (rwkv-fla needs triton < 3.9)"
 
 
@@ -49,11 +51,7 @@ def _fla_missing() -> str | None:
 
 def fla_availability(device: torch.device, dtype: torch.dtype) -> str | None:
     """None when rwkv-fla's op can run on `device` with `dtype`; otherwise why not."""
-    if device.type != "cuda":
-        return "rwkv-fla's kernels run on CUDA GPUs"
-    if dtype not in (torch.bfloat16, torch.float16, torch.float32):
-        return f"rwkv-fla's kernels take bf16, fp16 or fp32 inputs, not {dtype}"
-    return _fla_missing()
+    return needs_cuda_and_float("rwkv-fla's chunk_rwkv7", device, dtype) or _fla_missing()
 
 
 def _chunk_rwkv7() -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:

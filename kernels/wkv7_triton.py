@@ -23,6 +23,8 @@ import importlib.util
 
 import torch
 
+from kernels.availability import needs_cuda_and_float
+
 CHUNK = 16
 SUPPORTED_HEAD_SIZES = (16, 32, 64, 128)
 
@@ -36,11 +38,7 @@ def _triton_missing() -> str | None:
 
 def triton_availability(device: torch.device, dtype: torch.dtype) -> str | None:
     """None when the Triton op can run on `device` with `dtype`; otherwise why not."""
-    if device.type != "cuda":
-        return "the Triton kernel runs on CUDA GPUs"
-    if dtype not in (torch.bfloat16, torch.float16, torch.float32):
-        return f"the Triton kernel takes bf16, fp16 or fp32 inputs, not {dtype}"
-    return _triton_missing()
+    return needs_cuda_and_float("the Triton kernel", device, dtype) or _triton_missing()
 
 
 def _kernels():
