@@ -26,10 +26,14 @@ def test_chunked_kernel_on_cuda_matches_float64_reference():
         assert ((out.state.double().cpu() - ref_s).norm() / ref_s.norm()) < tol
 
 
-@pytest.mark.parametrize("strategy", ["auto", "deepspeed_stage_1", "deepspeed_stage_2"])
-def test_bf16_lora_run_on_cuda(tmp_path, strategy):
+@pytest.mark.parametrize("strategy,quant", [("auto", "none"), ("deepspeed_stage_1", "none"),
+                                            ("deepspeed_stage_2", "none"), ("auto", "int8"), ("auto", "nf4")])
+def test_bf16_lora_run_on_cuda(tmp_path, strategy, quant):
+    """Also QLoRA: the base is quantized on the CPU, then Fabric moves it to the GPU."""
     if strategy.startswith("deepspeed"):
         pytest.importorskip("deepspeed")
+    if quant != "none":
+        pytest.importorskip("bitsandbytes")
     from trainer.config import RunConfig
     from trainer.training.loop import run
 
@@ -39,9 +43,10 @@ def test_bf16_lora_run_on_cuda(tmp_path, strategy):
     config = RunConfig.for_method("lora", model__path=str(model), data__path=str(data), data__ctx_len=64,
                                   data__micro_bsz=4, epochs__epoch_steps=10, optim__lr_init=1e-2,
                                   optim__lr_final=1e-3, hardware__accelerator="gpu", hardware__precision="bf16",
-                                  hardware__strategy=strategy)
+                                  hardware__strategy=strategy, method__quant=quant)
     result = run(config, tmp_path / "run")
     assert result.reason == "finished" and result.step == 10
     events = [json.loads(line) for line in (tmp_path / "run" / "events.jsonl").read_text().splitlines()]
     steps = [e for e in events if e["kind"] == "step"]
     assert "vram_gb" in steps[0] and steps[-1]["loss"] < steps[0]["loss"]
+    assert steps[0]["wkv_op"] in ("cuda", "triton", "fla", "torch_chunked")
