@@ -46,11 +46,25 @@ def trial_summary() -> dict[str, dict[str, float | str]]:
 
 
 def _measure(key, candidates, device, dtype, head_size) -> str:
+    results = time_ops(candidates, device, dtype, head_size, key[0])
+    MEASUREMENTS[key] = results
+    timed = {op: t for op, t in results.items() if isinstance(t, float)}
+    choice = min(timed, key=timed.get) if timed else candidates[-1]
+    log.info("WKV op for %s %s N=%d: %s (%s)", device, dtype, head_size, choice,
+             ", ".join(f"{op} {t * 1e3:.2f} ms" if isinstance(t, float) else f"{op} failed"
+                       for op, t in results.items()))
+    return choice
+
+
+def time_ops(ops, device: torch.device, dtype: torch.dtype, head_size: int,
+             family: str = "wkv7") -> dict[str, float | str]:
+    """Best forward+backward seconds of each op on one training-like input (a small one on the
+    CPU), or the error it raised. Ops that fail here are not fatal: that is what they report."""
     B, T, H = MEASURE_SHAPE
     g = torch.Generator(device=device).manual_seed(0)
     shape = (B, T, H, head_size)
     if device.type != "cuda":
-        shape = (1, 64, 2, head_size)  # CPU: only the selection logic is exercised (tests)
+        shape = (1, 64, 2, head_size)  # CPU: a small input; it only ranks the torch ops
 
     def rand(scale=1.0):
         return (torch.randn(shape, generator=g, device=device) * scale).to(dtype)
@@ -59,19 +73,13 @@ def _measure(key, candidates, device, dtype, head_size) -> str:
     inputs = [rand(), -0.5 - rand(0.5).float().abs().to(dtype), rand(0.5), rand(), (-kk).to(dtype),
               (kk * 0.5).to(dtype)]
     results: dict[str, float | str] = {}
-    for op in candidates:
+    for op in ops:
         try:
-            results[op] = _time_one(_REGISTRY[key[0]][op].fn, inputs, device)
+            results[op] = _time_one(_REGISTRY[family][op].fn, inputs, device)
         except Exception as error:  # noqa: BLE001 - any failing kernel is skipped, not fatal
             results[op] = f"{type(error).__name__}: {error}"
             log.warning("WKV op %s failed its trial run and will not be used: %s", op, error)
-    MEASUREMENTS[key] = results
-    timed = {op: t for op, t in results.items() if isinstance(t, float)}
-    choice = min(timed, key=timed.get) if timed else candidates[-1]
-    log.info("WKV op for %s %s N=%d: %s (%s)", device, dtype, head_size, choice,
-             ", ".join(f"{op} {t * 1e3:.2f} ms" if isinstance(t, float) else f"{op} failed"
-                       for op, t in results.items()))
-    return choice
+    return results
 
 
 def _sync(device: torch.device) -> None:

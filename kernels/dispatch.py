@@ -73,6 +73,14 @@ def available_ops(device: str | torch.device = "cpu", dtype: torch.dtype = torch
     return [info.name for info in sorted(ops, key=lambda i: -i.priority)]
 
 
+def op_report(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+              family: str = "wkv7") -> list[tuple[str, int, str | None]]:
+    """Every registered op of `family` as (name, priority, None or why it cannot run here), best first."""
+    device = torch.device(device)
+    infos = sorted(_REGISTRY.get(family, {}).values(), key=lambda i: -i.priority)
+    return [(info.name, info.priority, info.availability(device, dtype)) for info in infos]
+
+
 def resolve_op(op: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                family: str = "wkv7") -> str:
     """The concrete op `op` means on this device and dtype, or KernelUnavailableError saying why not."""
