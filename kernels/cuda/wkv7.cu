@@ -13,13 +13,16 @@
 #define wkv_sync() __syncthreads()
 #define wkv_thread() static_cast<int>(threadIdx.x)
 #define wkv_block() static_cast<int>(blockIdx.x)
+#define wkv_shfl_xor(value, lane_mask) __shfl_xor_sync(0xffffffffu, (value), (lane_mask))
 
 __device__ __forceinline__ float wkv_to_float(float x) { return x; }
 __device__ __forceinline__ float wkv_to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
 __device__ __forceinline__ float wkv_to_float(__half x) { return __half2float(x); }
 template <typename F> __device__ __forceinline__ F wkv_from_float(float x);
 template <> __device__ __forceinline__ float wkv_from_float<float>(float x) { return x; }
-template <> __device__ __forceinline__ __nv_bfloat16 wkv_from_float<__nv_bfloat16>(float x) { return __float2bfloat16(x); }
+template <> __device__ __forceinline__ __nv_bfloat16 wkv_from_float<__nv_bfloat16>(float x) {
+  return __float2bfloat16(x);
+}
 template <> __device__ __forceinline__ __half wkv_from_float<__half>(float x) { return __float2half(x); }
 
 #include "wkv7_kernels.cuh"
@@ -27,6 +30,7 @@ template <> __device__ __forceinline__ __half wkv_from_float<__half>(float x) { 
 namespace {
 
 constexpr int kChunk = 16;
+constexpr int kThreadsPerRow = 4;  // P in wkv7_kernels.cuh: a block has N·P threads
 
 // dtype codes shared with wkv7_op.cpp: 0 fp32, 1 bf16, 2 fp16.
 template <typename Fn>
@@ -65,7 +69,8 @@ const char* wkv7_cuda_forward(void* stream, int dtype, int B, int T, int H, int 
     constexpr int HN = decltype(n)::value;
     with_dtype(dtype, [&](auto tag) {
       using F = decltype(tag);
-      wkv7::forward_kernel<F, HN, kChunk><<<B * H, HN, 0, static_cast<cudaStream_t>(stream)>>>(
+      wkv7::forward_kernel<F, HN, kChunk, kThreadsPerRow>
+          <<<B * H, HN * kThreadsPerRow, 0, static_cast<cudaStream_t>(stream)>>>(
           T, H, static_cast<const F*>(r), static_cast<const F*>(w), static_cast<const F*>(k),
           static_cast<const F*>(v), static_cast<const F*>(a), static_cast<const F*>(b), s0,
           static_cast<F*>(y), s_out, checkpoints);
@@ -82,7 +87,8 @@ const char* wkv7_cuda_backward(void* stream, int dtype, int B, int T, int H, int
     constexpr int HN = decltype(n)::value;
     with_dtype(dtype, [&](auto tag) {
       using F = decltype(tag);
-      wkv7::backward_kernel<F, HN, kChunk><<<B * H, HN, 0, static_cast<cudaStream_t>(stream)>>>(
+      wkv7::backward_kernel<F, HN, kChunk, kThreadsPerRow>
+          <<<B * H, HN * kThreadsPerRow, 0, static_cast<cudaStream_t>(stream)>>>(
           T, H, static_cast<const F*>(r), static_cast<const F*>(w), static_cast<const F*>(k),
           static_cast<const F*>(v), static_cast<const F*>(a), static_cast<const F*>(b),
           static_cast<const F*>(dy), ds_out, checkpoints, scratch, static_cast<F*>(dr), static_cast<F*>(dw),

@@ -58,9 +58,10 @@ std::vector<torch::Tensor> forward(int64_t stream, torch::Tensor r, torch::Tenso
   auto y = torch::empty_like(r);
   auto s_out = torch::empty({B, H, N, N}, f32);
   auto checkpoints = torch::empty({B * H, chunks, N, N}, f32);
-  const char* error = wkv7_cuda_forward(as_stream(stream), dtype_code(r), B, T, H, N, r.data_ptr(), w.data_ptr(), k.data_ptr(), v.data_ptr(),
-                    a.data_ptr(), b.data_ptr(), s0 ? s0->data_ptr<float>() : nullptr, y.data_ptr(),
-                    s_out.data_ptr<float>(), checkpoints.data_ptr<float>());
+  const char* error = wkv7_cuda_forward(
+      as_stream(stream), dtype_code(r), B, T, H, N, r.data_ptr(), w.data_ptr(), k.data_ptr(), v.data_ptr(),
+      a.data_ptr(), b.data_ptr(), s0 ? s0->data_ptr<float>() : nullptr, y.data_ptr(), s_out.data_ptr<float>(),
+      checkpoints.data_ptr<float>());
   TORCH_CHECK(error == nullptr, "WKV7 CUDA forward: ", error);
   return {y, s_out, checkpoints};
 }
@@ -77,11 +78,11 @@ std::vector<torch::Tensor> backward(int64_t stream, torch::Tensor r, torch::Tens
   std::vector<torch::Tensor> grads;
   for (int i = 0; i < 6; i++) grads.push_back(torch::empty_like(r));
   auto ds0 = torch::empty({B, H, N, N}, f32);
-  const char* error = wkv7_cuda_backward(as_stream(stream), dtype_code(r), B, T, H, N, r.data_ptr(), w.data_ptr(), k.data_ptr(), v.data_ptr(),
-                     a.data_ptr(), b.data_ptr(), dy.data_ptr(), ds_out ? ds_out->data_ptr<float>() : nullptr,
-                     checkpoints.data_ptr<float>(), scratch.data_ptr<float>(), grads[0].data_ptr(),
-                     grads[1].data_ptr(), grads[2].data_ptr(), grads[3].data_ptr(), grads[4].data_ptr(),
-                     grads[5].data_ptr(), ds0.data_ptr<float>());
+  const char* error = wkv7_cuda_backward(
+      as_stream(stream), dtype_code(r), B, T, H, N, r.data_ptr(), w.data_ptr(), k.data_ptr(), v.data_ptr(),
+      a.data_ptr(), b.data_ptr(), dy.data_ptr(), ds_out ? ds_out->data_ptr<float>() : nullptr,
+      checkpoints.data_ptr<float>(), scratch.data_ptr<float>(), grads[0].data_ptr(), grads[1].data_ptr(),
+      grads[2].data_ptr(), grads[3].data_ptr(), grads[4].data_ptr(), grads[5].data_ptr(), ds0.data_ptr<float>());
   TORCH_CHECK(error == nullptr, "WKV7 CUDA backward: ", error);
   grads.push_back(ds0);
   return grads;

@@ -17,6 +17,17 @@ namespace emu {
 thread_local int thread_index = 0;
 thread_local int block_index = 0;
 std::barrier<>* block_barrier = nullptr;
+
+// __shfl_xor_sync through memory: every thread of the block calls it together (as every lane
+// of a warp must on the GPU), so two barriers make it exact.
+float shfl_xor(float value, int lane_mask) {
+  static float exchange[1024];
+  exchange[thread_index] = value;
+  block_barrier->arrive_and_wait();
+  const float other = exchange[thread_index ^ lane_mask];
+  block_barrier->arrive_and_wait();
+  return other;
+}
 }  // namespace emu
 
 #define WKV_GLOBAL
@@ -25,6 +36,7 @@ std::barrier<>* block_barrier = nullptr;
 #define wkv_sync() emu::block_barrier->arrive_and_wait()
 #define wkv_thread() emu::thread_index
 #define wkv_block() emu::block_index
+#define wkv_shfl_xor(value, lane_mask) emu::shfl_xor((value), (lane_mask))
 
 struct bf16 {
   uint16_t bits;
@@ -52,6 +64,7 @@ template <> bf16 wkv_from_float<bf16>(float x) {
 namespace {
 
 constexpr int kChunk = 16;
+constexpr int kThreadsPerRow = 4;  // as in wkv7.cu
 
 void launch(int blocks, int threads, const std::function<void()>& kernel) {
   for (int block = 0; block < blocks; block++) {
@@ -71,9 +84,10 @@ void launch(int blocks, int threads, const std::function<void()>& kernel) {
 template <typename F, int N>
 void forward(int B, int T, int H, const void* r, const void* w, const void* k, const void* v, const void* a,
              const void* b, const float* s0, void* y, float* s_out, float* checkpoints) {
-  launch(B * H, N, [&] {
-    wkv7::forward_kernel<F, N, kChunk>(T, H, (const F*)r, (const F*)w, (const F*)k, (const F*)v, (const F*)a,
-                                       (const F*)b, s0, (F*)y, s_out, checkpoints);
+  launch(B * H, N * kThreadsPerRow, [&] {
+    wkv7::forward_kernel<F, N, kChunk, kThreadsPerRow>(
+        T, H, (const F*)r, (const F*)w, (const F*)k, (const F*)v, (const F*)a, (const F*)b, s0, (F*)y, s_out,
+        checkpoints);
   });
 }
 
@@ -81,10 +95,10 @@ template <typename F, int N>
 void backward(int B, int T, int H, const void* r, const void* w, const void* k, const void* v, const void* a,
               const void* b, const void* dy, const float* ds_out, const float* checkpoints, float* scratch,
               void* dr, void* dw, void* dk, void* dv, void* da, void* db, float* ds0) {
-  launch(B * H, N, [&] {
-    wkv7::backward_kernel<F, N, kChunk>(T, H, (const F*)r, (const F*)w, (const F*)k, (const F*)v, (const F*)a,
-                                        (const F*)b, (const F*)dy, ds_out, checkpoints, scratch, (F*)dr,
-                                        (F*)dw, (F*)dk, (F*)dv, (F*)da, (F*)db, ds0);
+  launch(B * H, N * kThreadsPerRow, [&] {
+    wkv7::backward_kernel<F, N, kChunk, kThreadsPerRow>(
+        T, H, (const F*)r, (const F*)w, (const F*)k, (const F*)v, (const F*)a, (const F*)b, (const F*)dy, ds_out,
+        checkpoints, scratch, (F*)dr, (F*)dw, (F*)dk, (F*)dv, (F*)da, (F*)db, ds0);
   });
 }
 
