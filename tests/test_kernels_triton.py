@@ -6,6 +6,11 @@ executes every step in numpy); on CUDA they run compiled, in bf16 and fp32.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from test_kernels_wkv7 import make_inputs
@@ -65,3 +70,15 @@ def test_compiled_kernel_whole_heads_path_on_cuda():
         pytest.skip("needs CUDA")
     assert rows_per_program(8 * 64, 64) == 64
     compare(8, 40, 64, 64, torch.float32, "cuda", tol=1e-4)
+
+
+def test_kernels_compile_for_a_gpu_that_is_not_here():
+    """triton compiles ahead of time for sm_90 on the CPU (front end, LLVM, its own ptxas): a
+    kernel the interpreter accepts but the GPU compiler would reject fails here, in CI."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    script = Path(__file__).resolve().parent / "triton_compile_check.py"
+    result = subprocess.run([sys.executable, str(script), "--arch", "90"], capture_output=True, text=True,
+                            env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for kernel in ("forward  bf16 N=64 rows=16", "backward bf16 N=64 rows=16", "backward fp32 N=32 rows=16"):
+        assert kernel in result.stdout
