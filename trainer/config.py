@@ -127,7 +127,8 @@ class HardwareConfig:
                                "offload save more memory, slower).", STRATEGIES)
     grad_cp: bool = _f(True, "Gradient checkpointing: recompute activations in the backward pass; "
                              "slower, much less memory.")
-    op: str = _f("auto", "WKV kernel: auto picks the fastest available.", OPS)
+    op: str = _f("auto", "WKV kernel: auto times the available ones on the GPU and keeps the fastest; cuda is "
+                         "built on first use (needs nvcc), fla needs rwkv-fla; `rwkv-tui kernels` lists them.", OPS)
 
 
 @dataclass
