@@ -126,7 +126,7 @@ def wkv7(r, w, k, v, a, b, state=None, op: str = "auto") -> Wkv7Output:
     if op == "auto" and r.device.type == "cuda":
         from kernels.autotune import fastest_op  # imports this module
 
-        name = fastest_op(r.device, r.dtype, r.shape[-1])
+        name = fastest_op(r.device, r.dtype, tuple(r.shape))
     with autocast_off(r.device):
         y, final_state = _REGISTRY["wkv7"][name].fn(r, w, k, v, a, b, state)
     return Wkv7Output(y, final_state, name)

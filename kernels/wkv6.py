@@ -60,7 +60,7 @@ def _run(family, r, w, k, v, u, state, op) -> WkvOutput:
         from kernels.autotune import fastest_op  # imports kernels.dispatch
 
         # Every GPU op here is a WKV7 op underneath, so WKV7's measured winner wins here too.
-        choice = fastest_op(r.device, r.dtype, r.shape[-1])
+        choice = fastest_op(r.device, r.dtype, tuple(r.shape))
         name = choice if choice in _REGISTRY[family] else name
     with autocast_off(r.device):
         y, final_state = _REGISTRY[family][name].fn(r, w, k, v, u, state)

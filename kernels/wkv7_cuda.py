@@ -2,9 +2,11 @@
 
 The kernels (wkv7_kernels.cuh) give each (batch, head) one block of 4·N threads, four to a
 state row (their sums meet through warp shuffles); the backward pass recomputes every 16-step
-chunk from fp32 state checkpoints, so it is exact and needs no atomics. The extension is compiled with torch.utils.cpp_extension and ninja into a cache
-directory keyed by the sources and the torch/CUDA versions (RWKV_TUI_KERNEL_CACHE overrides
-where), so only the first use on a machine pays the ~1 minute build.
+chunk from fp32 state checkpoints, so it is exact and needs no atomics.
+
+The extension is compiled with torch.utils.cpp_extension and ninja into a cache directory keyed
+by the sources and the torch/CUDA versions (RWKV_TUI_KERNEL_CACHE overrides where), so only the
+first use on a machine pays the ~1 minute build.
 """
 
 from __future__ import annotations

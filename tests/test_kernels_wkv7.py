@@ -366,13 +366,16 @@ def test_auto_on_gpu_measures_each_op_once_and_drops_failing_ones(monkeypatch):
     for name, fn, priority in [("slow", slow, 50), ("fast", fast, 40), ("broken", broken, 60)]:
         register_op(name, fn, lambda device, dtype: None, priority=priority)
     cpu = torch.device("cpu")
-    assert autotune.fastest_op(cpu, torch.float32, 16) == "fast"
-    key = ("wkv7", "cpu", torch.float32, 16)
+    assert autotune.fastest_op(cpu, torch.float32, (1, 50, 3, 16)) == "fast"
+    key = ("wkv7", "cpu", torch.float32, 16, 4, 64)  # B·H and T rounded up to powers of two
     assert isinstance(autotune.MEASUREMENTS[key]["slow"], float)
     assert "does not compile" in autotune.MEASUREMENTS[key]["broken"]
-    summary = autotune.trial_summary()["wkv7 cpu float32 N=16"]  # what events.jsonl shows
+    summary = autotune.trial_summary()["wkv7 cpu float32 N=16 BH=4 T=64"]  # what events.jsonl shows
     assert summary["slow"] >= 20.0 and "does not compile" in summary["broken"]
     before = dict(calls)
-    assert autotune.fastest_op(cpu, torch.float32, 16) == "fast" and calls == before  # cached
+    assert autotune.fastest_op(cpu, torch.float32, (2, 64, 2, 16)) == "fast" and calls == before  # same kind
+    autotune.fastest_op(cpu, torch.float32, (1, 1, 2, 16))  # one token (generation) is measured apart
+    assert ("wkv7", "cpu", torch.float32, 16, 2, 1) in autotune.MEASUREMENTS
+    assert autotune.trial_size(5000, 1024) == 1024 and autotune.trial_size(1, 1024) == 1
     monkeypatch.setenv("RWKV_TUI_WKV_AUTO", "fixed")
-    assert autotune.fastest_op(cpu, torch.float32, 32) == "broken"  # priority order, no measuring
+    assert autotune.fastest_op(cpu, torch.float32, (1, 8, 1, 32)) == "broken"  # priority order, no measuring

@@ -21,6 +21,10 @@ def register(subparsers) -> None:
     parser.add_argument("--dtype", choices=DTYPES, default=None,
                         help="input dtype (default: bf16 on a GPU, fp32 on CPU)")
     parser.add_argument("--head-size", type=int, default=64, help="the model's head size (default 64)")
+    parser.add_argument("--heads", type=int, default=None,
+                        help="batch × heads to time with (default: 32 on a GPU, as a 1.5B model; 2 on CPU)")
+    parser.add_argument("--ctx-len", type=int, default=None, help="sequence length to time with "
+                                                                  "(default: 1024 on a GPU, 64 on CPU)")
     parser.add_argument("--build", action="store_true", help="compile the CUDA WKV7 kernel now (cached)")
     parser.add_argument("--time", action="store_true",
                         help="time forward+backward of every available op once, as op=auto does")
@@ -47,7 +51,9 @@ def run(args) -> int:
               for name, priority, reason in op_report(device, dtype)]
     if args.time:
         timed = [row["op"] for row in report if row["available"] and row["op"] not in NEVER_MEASURED]
-        for op, result in time_ops(timed, device, dtype, args.head_size).items():
+        on_gpu = device.type == "cuda"
+        shape = (1, args.ctx_len or (1024 if on_gpu else 64), args.heads or (32 if on_gpu else 2), args.head_size)
+        for op, result in time_ops(timed, device, dtype, shape).items():
             row = next(r for r in report if r["op"] == op)
             row["ms"] = round(result * 1e3, 3) if isinstance(result, float) else None
             row["error"] = None if isinstance(result, float) else result
