@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 import torch
 
+from kernels.chunk_state_pass import wkv7_chunked_triton
 from kernels.errors import KernelUnavailableError
 from kernels.wkv7_chunked import wkv7_chunked
 from kernels.wkv7_cuda import cuda_availability, wkv7_cuda
@@ -62,6 +63,7 @@ register_op("torch_sequential", wkv7_sequential, _everywhere, priority=0)
 # Priorities order the GPU ops for RWKV_TUI_WKV_AUTO=fixed; by default "auto" on CUDA measures them.
 register_op("cuda", wkv7_cuda, cuda_availability, priority=40)
 register_op("triton", wkv7_triton, triton_availability, priority=30)
+register_op("triton_chunked", wkv7_chunked_triton, triton_availability, priority=25)
 register_op("fla", wkv7_fla, fla_availability, priority=20)
 
 

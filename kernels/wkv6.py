@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import torch
 
+from kernels.chunk_state_pass import wkv7_chunked_triton
 from kernels.dispatch import _REGISTRY, autocast_off, register_op, resolve_op
 from kernels.wkv6_from_wkv7 import wkv5_on, wkv6_on
 from kernels.wkv6_reference import wkv5_sequential, wkv6_sequential
@@ -35,6 +36,7 @@ for _family, _adapt in (("wkv6", wkv6_on), ("wkv5", wkv5_on)):
     register_op("torch_chunked", _adapt(wkv7_chunked), _everywhere, priority=10, family=_family)
     register_op("cuda", _adapt(wkv7_cuda), cuda_availability, priority=40, family=_family)
     register_op("triton", _adapt(wkv7_triton), triton_availability, priority=30, family=_family)
+    register_op("triton_chunked", _adapt(wkv7_chunked_triton), triton_availability, priority=25, family=_family)
 
 
 def _check(r, w, k, v, u, state, decay_shape: tuple, family: str) -> None:

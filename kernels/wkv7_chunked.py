@@ -47,8 +47,10 @@ def safe_chunk_length(log_decay: torch.Tensor, chunk: int) -> int:
     return length
 
 
-def wkv7_chunked(r, w, k, v, a, b, state=None, chunk: int = CHUNK):
-    """Same contract as `wkv7_sequential`; any T (the tail chunk is padded with identity steps)."""
+def wkv7_chunked(r, w, k, v, a, b, state=None, chunk: int = CHUNK, state_pass=None):
+    """Same contract as `wkv7_sequential`; any T (the tail chunk is padded with identity steps).
+    `state_pass(S0 or None, A, U) -> (chunk starts, final state)` replaces the loop over chunks
+    (kernels/chunk_state_pass.py does it in one GPU kernel)."""
     if chunk < 2 or chunk & (chunk - 1):
         raise ValueError(f"chunk must be a power of two ≥ 2, not {chunk}")
     B, T, H, N = r.shape
@@ -98,14 +100,18 @@ def wkv7_chunked(r, w, k, v, a, b, state=None, chunk: int = CHUNK):
     transition = torch.diag_embed(chunk_decay) + h_from_s0.transpose(-1, -2) @ b_to_end
     update = h_intra.transpose(-1, -2) @ b_to_end + v.transpose(-1, -2) @ k_to_end
 
-    S = torch.zeros(B, H, N, N, dtype=dt, device=r.device) if state is None else state.to(dt)
-    starts = []
-    # unbind (not indexing in the loop): autograd then stacks the per-chunk gradients
-    # once instead of materialising a full-size zero gradient for every chunk.
-    for transition_i, update_i in zip(transition.unbind(2), update.unbind(2)):
-        starts.append(S)
-        S = S @ transition_i + update_i
-    s0_t = torch.stack(starts, dim=2).transpose(-1, -2)  # [B, H, n_chunks, N(key), N(value)]
+    if state_pass is not None:
+        starts, S = state_pass(None if state is None else state.to(dt), transition, update)
+    else:
+        S = torch.zeros(B, H, N, N, dtype=dt, device=r.device) if state is None else state.to(dt)
+        starts = []
+        # unbind (not indexing in the loop): autograd then stacks the per-chunk gradients
+        # once instead of materialising a full-size zero gradient for every chunk.
+        for transition_i, update_i in zip(transition.unbind(2), update.unbind(2)):
+            starts.append(S)
+            S = S @ transition_i + update_i
+        starts = torch.stack(starts, dim=2)
+    s0_t = starts.transpose(-1, -2)  # [B, H, n_chunks, N(key), N(value)]
     y = y_from_s0 @ s0_t + y_intra                       # [B, H, n_chunks, L, N]
     y = y.permute(0, 2, 3, 1, 4).reshape(B, n_chunks * L, H, N)[:, :T]
     return y.to(out_dtype), S

@@ -114,3 +114,46 @@ def backward_kernel(r_ptr, w_ptr, k_ptr, v_ptr, a_ptr, b_ptr, dy_ptr, ds_out_ptr
             dS = dS * decay[None, :] + dsa[:, None] * a[None, :]
         tl.debug_barrier()
     tl.store(ds0_ptr + bh * N * N + state_offsets, dS)
+
+
+@triton.jit
+def state_pass_forward_kernel(s0_ptr, a_ptr, u_ptr, starts_ptr, s_out_ptr, n_chunks, N: tl.constexpr,
+                              HAS_S0: tl.constexpr):
+    """One (batch, head): S_{i+1} = S_i A_i + U_i over the chunks, saving each chunk's start S_i."""
+    bh = tl.program_id(0)
+    idx = tl.arange(0, N)
+    offsets = idx[:, None] * N + idx[None, :]
+    if HAS_S0:
+        S = tl.load(s0_ptr + bh * N * N + offsets)
+    else:
+        S = tl.zeros([N, N], dtype=tl.float32)
+    for i in range(n_chunks):
+        base = (bh * n_chunks + i) * N * N
+        tl.store(starts_ptr + base + offsets, S)
+        A = tl.load(a_ptr + base + offsets)
+        S = tl.dot(S, A, input_precision="tf32x3") + tl.load(u_ptr + base + offsets)
+    tl.store(s_out_ptr + bh * N * N + offsets, S)
+
+
+@triton.jit
+def state_pass_backward_kernel(a_ptr, starts_ptr, d_starts_ptr, d_out_ptr, da_ptr, du_ptr, ds0_ptr, n_chunks,
+                               N: tl.constexpr, HAS_D_STARTS: tl.constexpr, HAS_D_OUT: tl.constexpr):
+    """The same pass backwards: dU_i = dS_{i+1}, dA_i = S_iᵀ dS_{i+1}, dS_i = dS_{i+1} A_iᵀ + d(start_i)."""
+    bh = tl.program_id(0)
+    idx = tl.arange(0, N)
+    offsets = idx[:, None] * N + idx[None, :]
+    transposed = idx[:, None] + idx[None, :] * N
+    if HAS_D_OUT:
+        dS = tl.load(d_out_ptr + bh * N * N + offsets)
+    else:
+        dS = tl.zeros([N, N], dtype=tl.float32)
+    for j in range(n_chunks):
+        base = (bh * n_chunks + n_chunks - 1 - j) * N * N
+        tl.store(du_ptr + base + offsets, dS)
+        start_t = tl.load(starts_ptr + base + transposed)
+        tl.store(da_ptr + base + offsets, tl.dot(start_t, dS, input_precision="tf32x3"))
+        a_t = tl.load(a_ptr + base + transposed)
+        dS = tl.dot(dS, a_t, input_precision="tf32x3")
+        if HAS_D_STARTS:
+            dS += tl.load(d_starts_ptr + base + offsets)
+    tl.store(ds0_ptr + bh * N * N + offsets, dS)

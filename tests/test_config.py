@@ -114,7 +114,8 @@ def test_model_dependent_checks():
 
 
 def test_kernel_head_sizes_mirror_the_kernels():
-    from kernels import wkv7_cuda, wkv7_triton
+    from kernels import chunk_state_pass, wkv7_cuda, wkv7_triton
     from trainer.config import KERNEL_HEAD_SIZES
 
-    assert KERNEL_HEAD_SIZES == {"cuda": wkv7_cuda.SUPPORTED_HEAD_SIZES, "triton": wkv7_triton.SUPPORTED_HEAD_SIZES}
+    assert KERNEL_HEAD_SIZES == {"cuda": wkv7_cuda.SUPPORTED_HEAD_SIZES, "triton": wkv7_triton.SUPPORTED_HEAD_SIZES,
+                                 "triton_chunked": chunk_state_pass.SUPPORTED_HEAD_SIZES}

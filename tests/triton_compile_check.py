@@ -22,6 +22,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from kernels import wkv7_triton_jit as jit
+from kernels.chunk_state_pass import NUM_WARPS as PASS_WARPS
 from kernels.wkv7_triton import CHUNK
 
 INPUTS = ["r_ptr", "w_ptr", "k_ptr", "v_ptr", "a_ptr", "b_ptr"]
@@ -36,8 +37,19 @@ def signatures(dtype: str, N: int, rows: int) -> dict:
     backward.update(ds_out_ptr="*fp32", ckpt_ptr="*fp32", scratch_ptr="*fp32", **{g: "*fp32" for g in GRADS},
                     T="i32")
     shared = {"H": 32, "N": N, "ROWS": rows, "CHUNK": CHUNK}
-    return {"forward": (jit.forward_kernel, forward, {**shared, "HAS_S0": True}),
-            "backward": (jit.backward_kernel, backward, {**shared, "HAS_DS_OUT": True, "SPLIT": rows < N})}
+    pass_forward = {"s0_ptr": "*fp32", "a_ptr": "*fp32", "u_ptr": "*fp32", "starts_ptr": "*fp32", "s_out_ptr": "*fp32",
+                    "n_chunks": "i32"}
+    pass_backward = {name: "*fp32" for name in ["a_ptr", "starts_ptr", "d_starts_ptr", "d_out_ptr", "da_ptr",
+                                                "du_ptr", "ds0_ptr"]}
+    pass_backward["n_chunks"] = "i32"
+    kernels = {"forward": (jit.forward_kernel, forward, {**shared, "HAS_S0": True}, 4),
+               "backward": (jit.backward_kernel, backward, {**shared, "HAS_DS_OUT": True, "SPLIT": rows < N}, 4)}
+    if dtype == "fp32" and rows == 16:  # the chunk pass is fp32 and has no rows: once per N
+        kernels["chunk pass forward"] = (jit.state_pass_forward_kernel, pass_forward, {"N": N, "HAS_S0": True},
+                                         PASS_WARPS)
+        kernels["chunk pass backward"] = (jit.state_pass_backward_kernel, pass_backward,
+                                          {"N": N, "HAS_D_STARTS": True, "HAS_D_OUT": True}, PASS_WARPS)
+    return kernels
 
 
 def resource_usage(cubin: bytes) -> str:
@@ -60,11 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"triton {triton.__version__}, sm_{args.arch}")
     for dtype in ("bf16", "fp32"):
         for N, rows in ((64, 16), (64, 64), (32, 16)):
-            for name, (fn, signature, constexprs) in signatures(dtype, N, rows).items():
+            for name, (fn, signature, constexprs, warps) in signatures(dtype, N, rows).items():
                 for constant in constexprs:
                     signature[constant] = "constexpr"
-                kernel = triton.compile(ASTSource(fn, signature, constexprs=constexprs), target=target)
-                print(f"{name:8} {dtype} N={N} rows={rows}: {resource_usage(kernel.asm['cubin'])}")
+                kernel = triton.compile(ASTSource(fn, signature, constexprs=constexprs), target=target,
+                                        options={"num_warps": warps})
+                print(f"{name:19} {dtype} N={N} rows={rows}: {resource_usage(kernel.asm['cubin'])}")
     return 0
 
 

@@ -32,10 +32,10 @@ GATED_TARGETS = ("att.gate", "ffn.receptance")
 PRECISIONS = ("bf16", "fp16", "fp32", "tf32")
 STRATEGIES = ("auto", "ddp", "deepspeed_stage_1", "deepspeed_stage_2", "deepspeed_stage_2_offload",
               "deepspeed_stage_3", "deepspeed_stage_3_offload")
-OPS = ("auto", "torch", "cuda", "triton", "fla")
-# The GPU kernels' head sizes (kernels/wkv7_cuda.py, kernels/wkv7_triton.py; a test keeps them equal),
+OPS = ("auto", "torch", "cuda", "triton", "triton_chunked", "fla")
+# The GPU kernels' head sizes (kernels/wkv7_cuda.py, wkv7_triton.py, chunk_state_pass.py; a test keeps them equal),
 # here so that checking a config never imports torch.
-KERNEL_HEAD_SIZES = {"cuda": (16, 32, 64), "triton": (16, 32, 64, 128)}
+KERNEL_HEAD_SIZES = {"cuda": (16, 32, 64), "triton": (16, 32, 64, 128), "triton_chunked": (16, 32, 64)}
 
 
 def _f(default, help: str, choices: tuple | None = None):
