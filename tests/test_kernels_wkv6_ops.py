@@ -104,9 +104,11 @@ def test_triton_kernel_serves_rwkv6_too():
     pytest.importorskip("triton")
     if torch.cuda.is_available():
         pytest.skip("the CUDA suite runs the compiled kernel")
+    from kernels.chunk_state_pass import wkv7_chunked_triton
     from kernels.wkv7_triton import wkv7_triton
 
     check_against_reference(wkv6_on(wkv7_triton), 1, 19, 2, 16, dtype=torch.float32, tol=2e-5)
+    check_against_reference(wkv6_on(wkv7_chunked_triton), 1, 40, 2, 16, dtype=torch.float32, tol=2e-5)
 
 
 def test_dispatch_and_named_shape_errors():
