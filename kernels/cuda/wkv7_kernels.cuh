@@ -34,6 +34,15 @@ WKV_DEVICE Step load_step(const F* r, const F* w, const F* k, const F* v, const 
               wkv_to_float(v[at]), wkv_to_float(a[at]), wkv_to_float(b[at])};
 }
 
+// Stage element e of a step's decay, k, v, a and b in the block's shared vectors.
+WKV_DEVICE void stage_step(const Step& step, int e, float* sd, float* sk, float* sv, float* sa, float* sb) {
+  sd[e] = expf(-expf(step.w));
+  sk[e] = step.k;
+  sv[e] = step.v;
+  sa[e] = step.a;
+  sb[e] = step.b;
+}
+
 // Flat index of element (batch, t, head, 0) in a [B, T, H, N] tensor.
 WKV_DEVICE long long step_offset(int batch, int t, int T, int H, int head, int N) {
   return (((long long)batch * T + t) * H + head) * N;
@@ -72,11 +81,7 @@ WKV_GLOBAL void forward_kernel(int T, int H, const F* __restrict__ r, const F* _
     wkv_sync();  // everyone is done with the previous step's vectors
     if (loader) {
       sr[tid] = now.r;
-      sd[tid] = expf(-expf(now.w));
-      sk[tid] = now.k;
-      sv[tid] = now.v;
-      sa[tid] = now.a;
-      sb[tid] = now.b;
+      stage_step(now, tid, sd, sk, sv, sa, sb);
     }
     wkv_sync();
     if (loader && t + 1 < T) next = load_step(r, w, k, v, a, b, at + (long long)H * N + tid);
@@ -144,13 +149,7 @@ WKV_GLOBAL void backward_kernel(int T, int H, const F* __restrict__ r, const F* 
         const long long at = step_offset(batch, t, T, H, head, N);
         const Step now = next;
         wkv_sync();
-        if (loader) {
-          sd[tid] = expf(-expf(now.w));
-          sk[tid] = now.k;
-          sv[tid] = now.v;
-          sa[tid] = now.a;
-          sb[tid] = now.b;
-        }
+        if (loader) stage_step(now, tid, sd, sk, sv, sa, sb);
         wkv_sync();
         if (loader && t + 1 < t1) next = load_step(r, w, k, v, a, b, at + (long long)H * N + tid);
         float* st = states + (t - t0) * N * N;
