@@ -17,6 +17,7 @@ if ls .whl/*.whl >/dev/null 2>&1; then
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export RWKV_TUI_KERNEL_CACHE=/tmp/rwkv-tui-kernels
+export PATH="$PATH:/usr/local/cuda/bin"  # nvcc, compute-sanitizer
 { date -u +%FT%TZ; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   python3 -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)"
   nvcc --version | tail -1; } > "$OUT/machine.txt" 2>&1
