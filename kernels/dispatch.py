@@ -70,9 +70,7 @@ register_op("fla", wkv7_fla, fla_availability, priority=20)
 def available_ops(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                   family: str = "wkv7") -> list[str]:
     """Registered ops of `family` that can run on `device` with inputs of `dtype`, best first."""
-    device = torch.device(device)
-    ops = [info for info in _REGISTRY.get(family, {}).values() if info.availability(device, dtype) is None]
-    return [info.name for info in sorted(ops, key=lambda i: -i.priority)]
+    return [name for name, _, reason in op_report(device, dtype, family) if reason is None]
 
 
 def op_report(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
@@ -101,6 +99,19 @@ def resolve_op(op: str, device: str | torch.device = "cpu", dtype: torch.dtype =
     return name
 
 
+def choose_op(op: str, r: torch.Tensor, family: str = "wkv7") -> str:
+    """The op to run on inputs like `r` [B, T, H, N]: `resolve_op`, and under "auto" on a GPU
+    the one WKV7's trial measured fastest for that kind of input (every family's GPU ops are
+    WKV7 ops underneath, so one measurement serves them all)."""
+    name = resolve_op(op, r.device, r.dtype, family)
+    if op == "auto" and r.device.type == "cuda":
+        from kernels.autotune import fastest_op  # imports this module
+
+        choice = fastest_op(r.device, r.dtype, tuple(r.shape))
+        name = choice if choice in _REGISTRY[family] else name
+    return name
+
+
 def check_inputs(r, w, k, v, a, b, state) -> None:
     """Shape mistakes fail here with names, not deep inside a matrix product."""
     if r.dim() != 4:
@@ -124,11 +135,7 @@ def wkv7(r, w, k, v, a, b, state=None, op: str = "auto") -> Wkv7Output:
     six inputs and the initial state. `op`: "auto", or a name from `available_ops`.
     """
     check_inputs(r, w, k, v, a, b, state)
-    name = resolve_op(op, r.device, r.dtype)
-    if op == "auto" and r.device.type == "cuda":
-        from kernels.autotune import fastest_op  # imports this module
-
-        name = fastest_op(r.device, r.dtype, tuple(r.shape))
+    name = choose_op(op, r)
     with autocast_off(r.device):
         y, final_state = _REGISTRY["wkv7"][name].fn(r, w, k, v, a, b, state)
     return Wkv7Output(y, final_state, name)

@@ -12,7 +12,7 @@ from typing import NamedTuple
 import torch
 
 from kernels.chunk_state_pass import wkv7_chunked_triton
-from kernels.dispatch import _REGISTRY, autocast_off, register_op, resolve_op
+from kernels.dispatch import _REGISTRY, autocast_off, choose_op, register_op
 from kernels.wkv6_from_wkv7 import wkv5_on, wkv6_on
 from kernels.wkv6_reference import wkv5_sequential, wkv6_sequential
 from kernels.wkv7_chunked import wkv7_chunked
@@ -57,13 +57,7 @@ def _check(r, w, k, v, u, state, decay_shape: tuple, family: str) -> None:
 
 
 def _run(family, r, w, k, v, u, state, op) -> WkvOutput:
-    name = resolve_op(op, r.device, r.dtype, family=family)
-    if op == "auto" and r.device.type == "cuda":
-        from kernels.autotune import fastest_op  # imports kernels.dispatch
-
-        # Every GPU op here is a WKV7 op underneath, so WKV7's measured winner wins here too.
-        choice = fastest_op(r.device, r.dtype, tuple(r.shape))
-        name = choice if choice in _REGISTRY[family] else name
+    name = choose_op(op, r, family)
     with autocast_off(r.device):
         y, final_state = _REGISTRY[family][name].fn(r, w, k, v, u, state)
     return WkvOutput(y, final_state, name)
