@@ -54,12 +54,12 @@ from bench.common import (
     save_result,
 )
 from kernels import available_ops, wkv7
+from trainer.config import DTYPE_NAMES
 
 HEADS = {"0.1B": 12, "0.4B": 16, "1.5B": 32, "2.9B": 40}  # RWKV-7 n_embd / 64
 REFERENCE = "torch_chunked"
 FWD_FLOPS = 9   # × N² per head per token, forward
 TRAIN_FLOPS = 27  # × N² per head per token, forward + backward (3 × forward)
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 COLUMNS = ["model", "B", "T", "dtype", "op", "fwd_ms", "fwd_bwd_ms", "tokens_per_s", "fwd_bwd_GBps",
            "fwd_bwd_TFLOPs", "speedup", "fwd_speedup", "rel_err", "status"]
 
@@ -128,7 +128,7 @@ def max_errors(got, ref) -> dict:
 
 def bench_shape(model: str, H: int, B: int, T: int, N: int, dtype_name: str, ops: list[str],
                 device: torch.device, repeats: int, warmup: int) -> list[dict]:
-    dtype = DTYPES[dtype_name]
+    dtype = getattr(torch, DTYPE_NAMES[dtype_name])
     xs, state, dy, d_state = make_inputs(B, T, H, N, dtype, device)
     esize = torch.finfo(dtype).bits // 8
     elems, state_bytes = B * T * H * N, B * H * N * N * 4
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> Path:
             ops = [REFERENCE] + [o.strip() for o in args.ops.split(",") if o.strip() and o.strip() != REFERENCE]
         else:
             skip = {REFERENCE, "torch_sequential"} if device.type == "cuda" else {REFERENCE}
-            ops = [REFERENCE] + [o for o in available_ops(device, DTYPES[dtype_name]) if o not in skip]
+            ops = [REFERENCE] + [o for o in available_ops(device, getattr(torch, DTYPE_NAMES[dtype_name])) if o not in skip]
         for model in models:
             H = HEADS.get(model, 2)  # smoke: 2 heads
             for B in batches:

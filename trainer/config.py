@@ -30,6 +30,8 @@ LORA_TARGETS = ("att.receptance", "att.key", "att.value", "att.output", "ffn.key
 # RWKV-6 and 5 have two more linear maps: the time mix's output gate and the channel mix's gate.
 GATED_TARGETS = ("att.gate", "ffn.receptance")
 PRECISIONS = ("bf16", "fp16", "fp32", "tf32")
+# Tensor dtypes as settings and commands spell them -> torch's attribute names (no torch import here).
+DTYPE_NAMES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 STRATEGIES = ("auto", "ddp", "deepspeed_stage_1", "deepspeed_stage_2", "deepspeed_stage_2_offload",
               "deepspeed_stage_3", "deepspeed_stage_3_offload")
 OPS = ("auto", "torch", "cuda", "triton", "triton_chunked", "fla")
@@ -136,7 +138,7 @@ class OutputConfig:
     proj_dir: str = _f("runs", "Folder that holds run folders.")
     seed: int = _f(42, "Random seed (data order, adapters' initialisation, LISA's layers).")
     wandb: str = _f("", "Weights & Biases project name; empty turns it off.")
-    save_dtype: str = _f("bf16", "dtype of saved models and adapters.", ("bf16", "fp16", "fp32"))
+    save_dtype: str = _f("bf16", "dtype of saved models and adapters.", tuple(DTYPE_NAMES))
 
 
 @dataclass

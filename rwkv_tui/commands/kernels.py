@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-DTYPES = ("bf16", "fp16", "fp32")
+from trainer.config import DTYPE_NAMES
 
 
 def register(subparsers) -> None:
@@ -18,7 +18,7 @@ def register(subparsers) -> None:
                     "the CUDA kernel ahead of the first run or time the available ones.",
     )
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when a GPU is present)")
-    parser.add_argument("--dtype", choices=DTYPES, default=None,
+    parser.add_argument("--dtype", choices=tuple(DTYPE_NAMES), default=None,
                         help="input dtype (default: bf16 on a GPU, fp32 on CPU)")
     parser.add_argument("--head-size", type=int, default=64, help="the model's head size (default 64)")
     parser.add_argument("--heads", type=int, default=None,
@@ -43,7 +43,7 @@ def run(args) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RwkvTuiError("no CUDA GPU is visible to torch", hint="use --device cpu, or check the driver")
     dtype_name = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype_name]
+    dtype = getattr(torch, DTYPE_NAMES[dtype_name])
 
     if args.build:
         _build_cuda_kernel()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+from trainer.config import DTYPE_NAMES
 
 
 def register(subparsers) -> None:
@@ -15,7 +15,7 @@ def register(subparsers) -> None:
     parser.add_argument("adapter", help="adapter or state file (ours or RWKV-PEFT's)")
     parser.add_argument("out", help="where to write the merged .pth")
     parser.add_argument("--lora-alpha", type=float, help="LoRA alpha, for files that do not record it")
-    parser.add_argument("--dtype", choices=sorted(_DTYPES), default="bf16", help="dtype of the output (bf16)")
+    parser.add_argument("--dtype", choices=sorted(DTYPE_NAMES), default="bf16", help="dtype of the output (bf16)")
     parser.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     parser.set_defaults(handler=run)
 
@@ -31,6 +31,6 @@ def run(args) -> int:
     out = Path(args.out)
     if out.exists() and not args.force:
         raise CheckpointError("output exists", path=out, hint="choose another name or pass --force")
-    merge_files(args.base, args.adapter, out, dtype=getattr(torch, _DTYPES[args.dtype]), alpha=args.lora_alpha)
+    merge_files(args.base, args.adapter, out, dtype=getattr(torch, DTYPE_NAMES[args.dtype]), alpha=args.lora_alpha)
     print(f"wrote {out}")
     return 0

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-_SAVE_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+from trainer.config import DTYPE_NAMES
+
 _WHOLE_MODEL_METHODS = ("full", "lisa")
 
 
@@ -24,7 +25,7 @@ def save_method_output(model, method, spec, config, directory: Path, tag: str) -
 
     model = getattr(model, "module", model)  # unwrap Fabric / DeepSpeed
     name = config.method.name
-    dtype = _SAVE_DTYPES[config.output.save_dtype]
+    dtype = getattr(torch, DTYPE_NAMES[config.output.save_dtype])
     if name in _WHOLE_MODEL_METHODS:
         return [save_state_dict(model.state_dict(), directory / f"{tag}-model.pth", dtype=dtype)]
     if name == "state":
@@ -39,5 +40,5 @@ def finish_outputs(config, last_outputs: list[Path], directory: Path) -> list[Pa
     if config.method.name in (*_WHOLE_MODEL_METHODS, "state") or not last_outputs:
         return []
     merged = merge_files(config.model.path, last_outputs[-1], directory / "final-merged.pth",
-                         dtype=_SAVE_DTYPES[config.output.save_dtype])
+                         dtype=getattr(torch, DTYPE_NAMES[config.output.save_dtype]))
     return [merged]
