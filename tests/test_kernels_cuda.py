@@ -26,7 +26,7 @@ from kernels import wkv7_cuda as cuda_module
 from kernels.wkv7_cuda import SOURCES, build_directory, cuda_availability, load_extension, wkv7_cuda
 
 HARNESS = Path(__file__).resolve().parent / "cuda_harness" / "wkv7_on_cpu.cpp"
-CHUNK = 16  # kChunk in wkv7.cu and the harness
+CHUNK = 16  # wkv7::kChunk in kernels/cuda/wkv7_kernels.cuh
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +41,7 @@ def harness(tmp_path_factory):
     lib = ctypes.CDLL(str(library))
     lib.wkv7_forward.argtypes = [ctypes.c_int] * 5 + [ctypes.c_void_p] * 10
     lib.wkv7_backward.argtypes = [ctypes.c_int] * 5 + [ctypes.c_void_p] * 17
+    assert lib.wkv7_chunk() == CHUNK  # the header's kChunk, which the buffers below are sized by
     return lib
 
 

@@ -5,8 +5,6 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
-#include <type_traits>
-
 #define WKV_GLOBAL __global__
 #define WKV_DEVICE __device__ __forceinline__
 #define WKV_SHARED __shared__
@@ -29,8 +27,9 @@ template <> __device__ __forceinline__ __half wkv_from_float<__half>(float x) { 
 
 namespace {
 
-constexpr int kChunk = 16;
-constexpr int kThreadsPerRow = 4;  // P in wkv7_kernels.cuh: a block has N·P threads
+using wkv7::kChunk;
+using wkv7::kThreadsPerRow;
+using wkv7::with_head_size;
 
 // dtype codes shared with wkv7_op.cpp: 0 fp32, 1 bf16, 2 fp16.
 template <typename Fn>
@@ -38,17 +37,6 @@ void with_dtype(int dtype, Fn&& fn) {
   if (dtype == 0) fn(float{});
   else if (dtype == 1) fn(__nv_bfloat16{});
   else fn(__half{});
-}
-
-// Head sizes the kernels are built for: a thread keeps 2N fp32 values of the state in registers.
-template <typename Fn>
-bool with_head_size(int N, Fn&& fn) {
-  switch (N) {
-    case 16: fn(std::integral_constant<int, 16>{}); return true;
-    case 32: fn(std::integral_constant<int, 32>{}); return true;
-    case 64: fn(std::integral_constant<int, 64>{}); return true;
-    default: return false;
-  }
 }
 
 const char* launch_error(bool head_size_supported) {

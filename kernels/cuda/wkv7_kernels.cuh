@@ -21,7 +21,25 @@
 // wkv_thread(), wkv_block(), wkv_shfl_xor(value, lane_mask), wkv_to_float(x), wkv_from_float<F>(x).
 #pragma once
 
+#include <type_traits>
+
 namespace wkv7 {
+
+// The launch configuration, shared by wkv7.cu and the CPU harness so both run the same kernels.
+constexpr int kChunk = 16;         // steps between fp32 state checkpoints
+constexpr int kThreadsPerRow = 4;  // P below: a block has N·P threads
+
+// Calls fn(std::integral_constant<int, N>) for the head sizes the kernels are built for (a
+// thread keeps up to 3·N/P fp32 values in registers); false for any other size.
+template <typename Fn>
+bool with_head_size(int N, Fn&& fn) {
+  switch (N) {
+    case 16: fn(std::integral_constant<int, 16>{}); return true;
+    case 32: fn(std::integral_constant<int, 32>{}); return true;
+    case 64: fn(std::integral_constant<int, 64>{}); return true;
+    default: return false;
+  }
+}
 
 // One loader thread's element of a step's inputs, in fp32; w is the raw log(-log(decay)).
 struct Step {

@@ -63,8 +63,8 @@ template <> bf16 wkv_from_float<bf16>(float x) {
 
 namespace {
 
-constexpr int kChunk = 16;
-constexpr int kThreadsPerRow = 4;  // as in wkv7.cu
+using wkv7::kChunk;
+using wkv7::kThreadsPerRow;
 
 void launch(int blocks, int threads, const std::function<void()>& kernel) {
   for (int block = 0; block < blocks; block++) {
@@ -102,16 +102,6 @@ void backward(int B, int T, int H, const void* r, const void* w, const void* k, 
   });
 }
 
-template <typename F, typename Fn>
-int with_head_size(int N, Fn&& fn) {
-  switch (N) {
-    case 16: fn(std::integral_constant<int, 16>{}); return 0;
-    case 32: fn(std::integral_constant<int, 32>{}); return 0;
-    case 64: fn(std::integral_constant<int, 64>{}); return 0;
-    default: return 1;
-  }
-}
-
 }  // namespace
 
 extern "C" {
@@ -124,11 +114,11 @@ int wkv7_forward(int dtype, int B, int T, int H, int N, const void* r, const voi
                  float* checkpoints) {
   auto run = [&](auto tag) {
     using F = decltype(tag);
-    return with_head_size<F>(N, [&](auto n) {
+    return wkv7::with_head_size(N, [&](auto n) {
       forward<F, decltype(n)::value>(B, T, H, r, w, k, v, a, b, s0, y, s_out, checkpoints);
     });
   };
-  return dtype == 0 ? run(float{}) : run(bf16{});
+  return (dtype == 0 ? run(float{}) : run(bf16{})) ? 0 : 1;
 }
 
 int wkv7_backward(int dtype, int B, int T, int H, int N, const void* r, const void* w, const void* k,
@@ -137,11 +127,11 @@ int wkv7_backward(int dtype, int B, int T, int H, int N, const void* r, const vo
                   void* db, float* ds0) {
   auto run = [&](auto tag) {
     using F = decltype(tag);
-    return with_head_size<F>(N, [&](auto n) {
+    return wkv7::with_head_size(N, [&](auto n) {
       backward<F, decltype(n)::value>(B, T, H, r, w, k, v, a, b, dy, ds_out, checkpoints, scratch, dr, dw, dk,
                                       dv, da, db, ds0);
     });
   };
-  return dtype == 0 ? run(float{}) : run(bf16{});
+  return (dtype == 0 ? run(float{}) : run(bf16{})) ? 0 : 1;
 }
 }
