@@ -53,12 +53,15 @@ def _source_files() -> list[Path]:
     return [SOURCES / "wkv7_op.cpp", SOURCES / "wkv7.cu", SOURCES / "wkv7_kernels.cuh"]
 
 
+def _source_digest() -> str:
+    return hashlib.sha256(b"".join(p.read_bytes() for p in _source_files())).hexdigest()[:12]
+
+
 def build_directory() -> Path:
     """Where the compiled extension lives: one folder per source and toolchain version."""
-    digest = hashlib.sha256(b"".join(p.read_bytes() for p in _source_files())).hexdigest()[:12]
     root = os.environ.get("RWKV_TUI_KERNEL_CACHE") or (
         Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rwkv-tui" / "kernels")
-    return Path(root) / f"wkv7-{digest}-torch{torch.__version__}-cuda{torch.version.cuda}"
+    return Path(root) / f"wkv7-{_source_digest()}-torch{torch.__version__}-cuda{torch.version.cuda}"
 
 
 @functools.cache
@@ -74,7 +77,7 @@ def load_extension():
     if not any(directory.glob("*.so")):
         log.warning("building the CUDA WKV7 kernel in %s (first use on this machine: about a minute)", directory)
     try:
-        return load(name=f"wkv7_ext_{directory.name.split('-')[1]}",
+        return load(name=f"wkv7_ext_{_source_digest()}",
                     sources=[str(SOURCES / "wkv7_op.cpp"), str(SOURCES / "wkv7.cu")],
                     extra_include_paths=[str(SOURCES)],
                     extra_cflags=["-O3"], extra_cuda_cflags=["-O3"],

@@ -217,8 +217,9 @@ def _train(config, folder: RunFolder, events: EventWriter, *, resume: bool, stop
         }
         if not wkv_op_reported:
             event["wkv_op"] = fabric_unwrap(model).last_wkv_op
-            if trial_summary():  # op=auto on a GPU timed the candidates: say what it saw
-                event["wkv_op_trials_ms"] = trial_summary()
+            trials = trial_summary()
+            if trials:  # op=auto on a GPU timed the candidates: say what it saw
+                event["wkv_op_trials_ms"] = trials
             wkv_op_reported = True
         if fabric.is_global_zero:
             events.emit("step", **event)
