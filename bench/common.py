@@ -98,3 +98,17 @@ def default_smoke_folder(args) -> None:
         import tempfile
 
         args.out = str(Path(tempfile.gettempdir()) / "rwkv-tui-bench-smoke")
+
+
+def comma_list(text: str) -> list[str]:
+    """"a, b," -> ["a", "b"]: the benchmarks' list options."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def run_facts(script: str, argv: list[str] | None) -> dict:
+    """What every GPU benchmark saves beside its rows: package versions and, when `main(argv)` is
+    called in-process (tests), the command that call stands for (else save_result takes sys.argv)."""
+    facts: dict = {"versions": package_versions("torch", "triton", "lightning", "bitsandbytes")}
+    if argv is not None:
+        facts["command"] = shlex.join(["python3", script, *argv])
+    return facts

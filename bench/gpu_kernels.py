@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -48,9 +47,10 @@ import torch.nn.functional as F
 
 from bench.common import (
     add_device_options,
+    comma_list,
     default_smoke_folder,
-    package_versions,
     print_table,
+    run_facts,
     save_result,
 )
 from kernels import available_ops, wkv7
@@ -207,14 +207,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     device = torch.device(args.device)
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    lengths = [int(t) for t in args.T.split(",")]
-    batches = [int(b) for b in args.batch.split(",")]
-    dtypes = [d.strip() for d in args.dtypes.split(",")]
+    models = comma_list(args.models)
+    lengths = [int(t) for t in comma_list(args.T)]
+    batches = [int(b) for b in comma_list(args.batch)]
+    dtypes = comma_list(args.dtypes)
     rows: list[dict] = []
     for dtype_name in dtypes:
         if args.ops:
-            ops = [REFERENCE] + [o.strip() for o in args.ops.split(",") if o.strip() and o.strip() != REFERENCE]
+            ops = [REFERENCE] + [o for o in comma_list(args.ops) if o != REFERENCE]
         else:
             skip = {REFERENCE, "torch_sequential"} if device.type == "cuda" else {REFERENCE}
             ops = [REFERENCE] + [o for o in available_ops(device, getattr(torch, DTYPE_NAMES[dtype_name])) if o not in skip]
@@ -230,9 +230,7 @@ def main(argv: list[str] | None = None) -> Path:
                      f"TFLOPs from {FWD_FLOPS}·N² (fwd) and {TRAIN_FLOPS}·N² (fwd+bwd) per head per token; "
                      f"errors against {REFERENCE} on the same inputs",
              "bench_device": str(device), "repeats": args.repeats, "warmup": args.warmup,
-             "versions": package_versions("torch", "triton", "lightning", "bitsandbytes")}
-    if argv is not None:  # called in-process (tests): record the command it stands for
-        extra["command"] = shlex.join(["python3", "bench/gpu_kernels.py", *argv])
+             **run_facts("bench/gpu_kernels.py", argv)}
     name = "gpu_kernels_smoke" if args.smoke else "gpu_kernels"
     path = save_result(name, rows, extra, directory=args.out)
     print(f"saved {path}")

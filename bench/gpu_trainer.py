@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -59,9 +58,10 @@ import torch
 
 from bench.common import (
     add_device_options,
+    comma_list,
     default_smoke_folder,
-    package_versions,
     print_table,
+    run_facts,
     save_result,
 )
 from bench.seeds_vram import SEEDS_ROUGH_FULL_GB, seeds_gb
@@ -267,15 +267,14 @@ def main(argv: list[str] | None = None) -> Path:
     peak = device_peak_tflops(device, args.peak_tflops)
     if peak is None and device.type == "cuda":
         print(f"no peak FLOP/s known for {torch.cuda.get_device_name(device)}: pass --peak-tflops for MFU")
-    split = lambda text: [x.strip() for x in text.split(",") if x.strip()]  # noqa: E731
-    for method in split(args.methods):
+    for method in comma_list(args.methods):
         if method not in METHODS:
             raise SystemExit(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
-    for model in split(args.models):
+    for model in comma_list(args.models):
         if model not in MODELS and not args.smoke:
             raise SystemExit(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
-    grid = [(m, meth, int(ctx), int(bsz)) for m in split(args.models) for meth in split(args.methods)
-            for ctx in split(args.ctx_len) for bsz in split(args.micro_bsz)]
+    grid = [(m, meth, int(ctx), int(bsz)) for m in comma_list(args.models) for meth in comma_list(args.methods)
+            for ctx in comma_list(args.ctx_len) for bsz in comma_list(args.micro_bsz)]
     grid = grid[args.rows_offset:]
     if args.rows_limit is not None:
         grid = grid[:args.rows_limit]
@@ -283,10 +282,7 @@ def main(argv: list[str] | None = None) -> Path:
                      "timed steps; peaks over the whole row; est_err = estimate / measured - 1; "
                      "vs_seeds = peak_device_gb / seeds_gb (target <= 0.8)",
              "bench_device": str(device), "steps": args.steps, "warmup_steps": args.warmup_steps,
-             "peak_tflops": peak,
-             "versions": package_versions("torch", "triton", "lightning", "bitsandbytes")}
-    if argv is not None:  # called in-process (tests): record the command it stands for
-        extra["command"] = shlex.join(["python3", "bench/gpu_trainer.py", *argv])
+             "peak_tflops": peak, **run_facts("bench/gpu_trainer.py", argv)}
     name = "gpu_trainer_smoke" if args.smoke else "gpu_trainer"
     rows: list[dict] = []
     cached: tuple[str, ModelSpec, dict[str, torch.Tensor]] | None = None
