@@ -39,8 +39,12 @@ void with_dtype(int dtype, Fn&& fn) {
   else fn(__half{});
 }
 
-const char* launch_error(bool head_size_supported) {
-  if (!head_size_supported) return "the CUDA WKV7 kernel supports head sizes 16, 32 and 64";
+// Calls launch(integral_constant<int, N>, element tag) for the kernels' head size and dtype;
+// nullptr, or what went wrong.
+template <typename Launch>
+const char* launch_for(int N, int dtype, Launch&& launch) {
+  const bool supported = with_head_size(N, [&](auto n) { with_dtype(dtype, [&](auto tag) { launch(n, tag); }); });
+  if (!supported) return "the CUDA WKV7 kernel supports head sizes 16, 32 and 64";
   cudaError_t error = cudaGetLastError();
   return error == cudaSuccess ? nullptr : cudaGetErrorString(error);
 }
@@ -53,35 +57,29 @@ int wkv7_cuda_chunk() { return kChunk; }
 const char* wkv7_cuda_forward(void* stream, int dtype, int B, int T, int H, int N, const void* r, const void* w,
                               const void* k, const void* v, const void* a, const void* b, const float* s0, void* y,
                               float* s_out, float* checkpoints) {
-  const bool supported = with_head_size(N, [&](auto n) {
+  return launch_for(N, dtype, [&](auto n, auto tag) {
     constexpr int HN = decltype(n)::value;
-    with_dtype(dtype, [&](auto tag) {
-      using F = decltype(tag);
-      wkv7::forward_kernel<F, HN, kChunk, kThreadsPerRow>
-          <<<B * H, HN * kThreadsPerRow, 0, static_cast<cudaStream_t>(stream)>>>(
-          T, H, static_cast<const F*>(r), static_cast<const F*>(w), static_cast<const F*>(k),
-          static_cast<const F*>(v), static_cast<const F*>(a), static_cast<const F*>(b), s0,
-          static_cast<F*>(y), s_out, checkpoints);
-    });
+    using F = decltype(tag);
+    wkv7::forward_kernel<F, HN, kChunk, kThreadsPerRow>
+        <<<B * H, HN * kThreadsPerRow, 0, static_cast<cudaStream_t>(stream)>>>(
+        T, H, static_cast<const F*>(r), static_cast<const F*>(w), static_cast<const F*>(k),
+        static_cast<const F*>(v), static_cast<const F*>(a), static_cast<const F*>(b), s0,
+        static_cast<F*>(y), s_out, checkpoints);
   });
-  return launch_error(supported);
 }
 
 const char* wkv7_cuda_backward(void* stream, int dtype, int B, int T, int H, int N, const void* r, const void* w,
                                const void* k, const void* v, const void* a, const void* b, const void* dy,
                                const float* ds_out, const float* checkpoints, float* scratch, void* dr, void* dw,
                                void* dk, void* dv, void* da, void* db, float* ds0) {
-  const bool supported = with_head_size(N, [&](auto n) {
+  return launch_for(N, dtype, [&](auto n, auto tag) {
     constexpr int HN = decltype(n)::value;
-    with_dtype(dtype, [&](auto tag) {
-      using F = decltype(tag);
-      wkv7::backward_kernel<F, HN, kChunk, kThreadsPerRow>
-          <<<B * H, HN * kThreadsPerRow, 0, static_cast<cudaStream_t>(stream)>>>(
-          T, H, static_cast<const F*>(r), static_cast<const F*>(w), static_cast<const F*>(k),
-          static_cast<const F*>(v), static_cast<const F*>(a), static_cast<const F*>(b),
-          static_cast<const F*>(dy), ds_out, checkpoints, scratch, static_cast<F*>(dr), static_cast<F*>(dw),
-          static_cast<F*>(dk), static_cast<F*>(dv), static_cast<F*>(da), static_cast<F*>(db), ds0);
-    });
+    using F = decltype(tag);
+    wkv7::backward_kernel<F, HN, kChunk, kThreadsPerRow>
+        <<<B * H, HN * kThreadsPerRow, 0, static_cast<cudaStream_t>(stream)>>>(
+        T, H, static_cast<const F*>(r), static_cast<const F*>(w), static_cast<const F*>(k),
+        static_cast<const F*>(v), static_cast<const F*>(a), static_cast<const F*>(b),
+        static_cast<const F*>(dy), ds_out, checkpoints, scratch, static_cast<F*>(dr), static_cast<F*>(dw),
+        static_cast<F*>(dk), static_cast<F*>(dv), static_cast<F*>(da), static_cast<F*>(db), ds0);
   });
-  return launch_error(supported);
 }
