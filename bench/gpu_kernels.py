@@ -217,7 +217,8 @@ def main(argv: list[str] | None = None) -> Path:
             ops = [REFERENCE] + [o for o in comma_list(args.ops) if o != REFERENCE]
         else:
             skip = {REFERENCE, "torch_sequential"} if device.type == "cuda" else {REFERENCE}
-            ops = [REFERENCE] + [o for o in available_ops(device, getattr(torch, DTYPE_NAMES[dtype_name])) if o not in skip]
+            available = available_ops(device, getattr(torch, DTYPE_NAMES[dtype_name]))
+            ops = [REFERENCE] + [o for o in available if o not in skip]
         for model in models:
             H = HEADS.get(model, 2)  # smoke: 2 heads
             for B in batches:

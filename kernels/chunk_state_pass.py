@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import torch
 
+from kernels.wkv7_chunked import wkv7_chunked
+
 SUPPORTED_HEAD_SIZES = (16, 32, 64)  # tl.dot needs ≥ 16; a [128, 128] fp32 tile would not fit on chip
 NUM_WARPS = 4  # the fewest spills across sm_80-sm_90 (tests/triton_compile_check.py --arch shows them)
 
@@ -66,8 +68,6 @@ def chunk_state_pass(s0, transition, update):
 def wkv7_chunked_triton(r, w, k, v, a, b, state=None):
     """The chunked op (kernels/wkv7_chunked.py) with its pass over chunks in Triton: the
     dispatcher's contract, (y in the input dtype, fp32 state)."""
-    from kernels.wkv7_chunked import wkv7_chunked
-
     N = r.shape[-1]
     if N not in SUPPORTED_HEAD_SIZES:
         raise ValueError(f"the chunked Triton op supports head sizes {SUPPORTED_HEAD_SIZES}, got {N}")
