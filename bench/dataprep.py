@@ -52,7 +52,7 @@ def baseline_tokens_per_s(path: Path, megabytes: float) -> tuple[float, int, flo
     import numpy as np
     from rwkv.rwkv_tokenizer import TRIE_TOKENIZER
 
-    from trainer.world_tokenizer import find_vocab_file
+    from rwkv_tui.trainer.world_tokenizer import find_vocab_file
 
     tokenizer = TRIE_TOKENIZER(str(find_vocab_file()))
     limit = int(megabytes * 1024 * 1024)
@@ -90,9 +90,9 @@ def main() -> None:
     if not source.exists() or source.stat().st_size < args.mb * 1024 * 1024:
         make_jsonl(source, args.mb)
 
-    from trainer.data.prepare import prepare_binidx
+    from rwkv_tui.trainer.data.prepare import prepare_binidx
 
-    from trainer.world_tokenizer import get_tokenizer
+    from rwkv_tui.trainer.world_tokenizer import get_tokenizer
 
     get_tokenizer()  # like the baseline's TRIE construction, loading the vocabulary is not timed
     rss_before = peak_rss_mb()

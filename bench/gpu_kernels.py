@@ -53,8 +53,8 @@ from bench.common import (
     run_facts,
     save_result,
 )
-from kernels import available_ops, wkv7
-from trainer.config import DTYPE_NAMES
+from rwkv_tui.kernels import available_ops, wkv7
+from rwkv_tui.trainer.config import DTYPE_NAMES
 
 HEADS = {"0.1B": 12, "0.4B": 16, "1.5B": 32, "2.9B": 40}  # RWKV-7 n_embd / 64
 REFERENCE = "torch_chunked"

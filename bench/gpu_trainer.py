@@ -67,8 +67,8 @@ from bench.common import (
 from bench.seeds_vram import SEEDS_ROUGH_FULL_GB, seeds_gb
 
 if TYPE_CHECKING:
-    from trainer.config import RunConfig
-    from trainer.spec import ModelSpec
+    from rwkv_tui.trainer.config import RunConfig
+    from rwkv_tui.trainer.spec import ModelSpec
 
 GB = 1024**3
 MODELS = {"0.1B": (12, 768), "0.4B": (24, 1024), "1.5B": (24, 2048), "2.9B": (32, 2560)}
@@ -83,7 +83,7 @@ COLUMNS = ["model", "method", "bsz", "ctx", "status", "tokens_per_s", "mfu", "pe
 
 
 def model_spec(name: str, smoke: bool) -> ModelSpec:
-    from trainer.model.init import rwkv7_spec
+    from rwkv_tui.trainer.model.init import rwkv7_spec
 
     if smoke:
         return rwkv7_spec(2, 64, vocab_size=256, head_size=16, d_decay=8, d_aaa=8, d_mv=4, d_gate=16)
@@ -92,7 +92,7 @@ def model_spec(name: str, smoke: bool) -> ModelSpec:
 
 
 def make_config(method: str, ctx_len: int, micro_bsz: int, args: argparse.Namespace) -> RunConfig:
-    from trainer.config import RunConfig
+    from rwkv_tui.trainer.config import RunConfig
 
     name, quant = METHODS[method]
     config = RunConfig.for_method(name, data__ctx_len=ctx_len, data__micro_bsz=micro_bsz,
@@ -108,7 +108,7 @@ def make_config(method: str, ctx_len: int, micro_bsz: int, args: argparse.Namesp
 
 def flops_per_token(spec: ModelSpec, config: RunConfig) -> float:
     """Model FLOPs of one trained token (see the module docstring)."""
-    from trainer.vram import trainable_parameter_count
+    from rwkv_tui.trainer.vram import trainable_parameter_count
 
     matmul = spec.n_params - spec.vocab_size * spec.n_embd
     wkv = WKV_TRAIN_FLOPS * spec.n_layer * spec.n_head * spec.head_size**2
@@ -132,8 +132,8 @@ def train_steps(spec: ModelSpec, state_dict: dict[str, torch.Tensor], config: Ru
                 steps: int, warmup: int) -> dict:
     """A run's own construction (trainer.training.setup) and step (accumulate_gradients,
     optimizer_step, method.on_step), on random tokens."""
-    from trainer.training.loop import accumulate_gradients, optimizer_step
-    from trainer.training.setup import build_training, fabric_unwrap, make_fabric
+    from rwkv_tui.trainer.training.loop import accumulate_gradients, optimizer_step
+    from rwkv_tui.trainer.training.setup import build_training, fabric_unwrap, make_fabric
 
     data = config.data
     begin = time.perf_counter()
@@ -186,7 +186,7 @@ def free_memory(device: torch.device) -> None:
 
 def bench_row(model_name: str, spec: ModelSpec, state_dict: dict[str, torch.Tensor], method: str, ctx_len: int,
               micro_bsz: int, args: argparse.Namespace, device: torch.device, peak_tflops: float | None) -> dict:
-    from trainer.vram import estimate
+    from rwkv_tui.trainer.vram import estimate
 
     config = make_config(method, ctx_len, micro_bsz, args)
     row: dict = {"model": model_name, "method": method, "bsz": micro_bsz, "ctx": ctx_len,
@@ -289,8 +289,8 @@ def main(argv: list[str] | None = None) -> Path:
     path = None
     for model_name, method, ctx_len, micro_bsz in grid:
         if cached is None or cached[0] != model_name:
-            from trainer.model.init import random_state_dict
-            from trainer.training.setup import PRECISIONS
+            from rwkv_tui.trainer.model.init import random_state_dict
+            from rwkv_tui.trainer.training.setup import PRECISIONS
 
             cached = None
             gc.collect()

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.common import print_table, save_result
-from kernels import wkv7
+from rwkv_tui.kernels import wkv7
 
 OPS = ("torch_sequential", "torch_chunked")
 
@@ -65,8 +65,8 @@ def bench_operator(op: str, H: int, T: int, repeats: int) -> dict:
 
 
 def bench_model(op: str, T: int, repeats: int) -> dict:
-    from trainer.model import model_from_state_dict
-    from trainer.model.init import random_state_dict, rwkv7_spec
+    from rwkv_tui.trainer.model import model_from_state_dict
+    from rwkv_tui.trainer.model.init import random_state_dict, rwkv7_spec
 
     spec = rwkv7_spec(4, 256, vocab_size=65536)
     model = model_from_state_dict(random_state_dict(spec), spec)

@@ -16,8 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 
-from kernels.wkv7_chunked import wkv7_chunked
-from kernels.wkv7_cuda import wkv7_cuda
+from rwkv_tui.kernels.wkv7_chunked import wkv7_chunked
+from rwkv_tui.kernels.wkv7_cuda import wkv7_cuda
 
 
 def main() -> int:

@@ -3,7 +3,11 @@
 Imports only torch: the engine (`trainer`) builds on this, never the other way round.
 """
 
-from kernels.dispatch import (
+from rwkv_tui import refuse_bare_import
+
+refuse_bare_import(__name__)
+
+from rwkv_tui.kernels.dispatch import (
     KernelUnavailableError,
     Wkv7Output,
     available_ops,
@@ -11,9 +15,9 @@ from kernels.dispatch import (
     resolve_op,
     wkv7,
 )
-from kernels.wkv6 import wkv5, wkv6
-from kernels.wkv7_chunked import wkv7_chunked
-from kernels.wkv7_reference import wkv7_sequential
+from rwkv_tui.kernels.wkv6 import wkv5, wkv6
+from rwkv_tui.kernels.wkv7_chunked import wkv7_chunked
+from rwkv_tui.kernels.wkv7_reference import wkv7_sequential
 
 __all__ = ["KernelUnavailableError", "Wkv7Output", "available_ops", "register_op", "resolve_op", "wkv5", "wkv6",
            "wkv7", "wkv7_chunked", "wkv7_sequential"]

@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from kernels.dispatch import _REGISTRY, available_ops
+from rwkv_tui.kernels.dispatch import _REGISTRY, available_ops
 
 log = logging.getLogger(__name__)
 

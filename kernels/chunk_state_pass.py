@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import torch
 
-from kernels.wkv7_chunked import wkv7_chunked
+from rwkv_tui.kernels.wkv7_chunked import wkv7_chunked
 
 SUPPORTED_HEAD_SIZES = (16, 32, 64)  # tl.dot needs ≥ 16; a [128, 128] fp32 tile would not fit on chip
 NUM_WARPS = 4  # the fewest spills across sm_80-sm_90 (tests/triton_compile_check.py --arch shows them)
 
 
 def _kernels():
-    from kernels import wkv7_triton_jit  # imported on first use: see kernels/wkv7_triton_jit.py
+    from rwkv_tui.kernels import wkv7_triton_jit  # imported on first use: see kernels/wkv7_triton_jit.py
 
     return wkv7_triton_jit.state_pass_forward_kernel, wkv7_triton_jit.state_pass_backward_kernel
 

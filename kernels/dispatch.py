@@ -14,13 +14,13 @@ from typing import NamedTuple
 
 import torch
 
-from kernels.chunk_state_pass import wkv7_chunked_triton
-from kernels.errors import KernelUnavailableError
-from kernels.wkv7_chunked import wkv7_chunked
-from kernels.wkv7_cuda import cuda_availability, wkv7_cuda
-from kernels.wkv7_fla import fla_availability, wkv7_fla
-from kernels.wkv7_reference import wkv7_sequential
-from kernels.wkv7_triton import triton_availability, wkv7_triton
+from rwkv_tui.kernels.chunk_state_pass import wkv7_chunked_triton
+from rwkv_tui.kernels.errors import KernelUnavailableError
+from rwkv_tui.kernels.wkv7_chunked import wkv7_chunked
+from rwkv_tui.kernels.wkv7_cuda import cuda_availability, wkv7_cuda
+from rwkv_tui.kernels.wkv7_fla import fla_availability, wkv7_fla
+from rwkv_tui.kernels.wkv7_reference import wkv7_sequential
+from rwkv_tui.kernels.wkv7_triton import triton_availability, wkv7_triton
 
 # An op: (r, w, k, v, a, b, state or None) -> (y [B,T,H,N] in the input dtype, final state [B,H,N,N]).
 WkvFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
@@ -105,7 +105,7 @@ def choose_op(op: str, r: torch.Tensor, family: str = "wkv7") -> str:
     WKV7 ops underneath, so one measurement serves them all)."""
     name = resolve_op(op, r.device, r.dtype, family)
     if op == "auto" and r.device.type == "cuda":
-        from kernels.autotune import fastest_op  # imports this module
+        from rwkv_tui.kernels.autotune import fastest_op  # imports this module
 
         choice = fastest_op(r.device, r.dtype, tuple(r.shape))
         name = choice if choice in _REGISTRY[family] else name

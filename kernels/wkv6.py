@@ -11,13 +11,13 @@ from typing import NamedTuple
 
 import torch
 
-from kernels.chunk_state_pass import wkv7_chunked_triton
-from kernels.dispatch import _REGISTRY, autocast_off, choose_op, register_op
-from kernels.wkv6_from_wkv7 import wkv5_on, wkv6_on
-from kernels.wkv6_reference import wkv5_sequential, wkv6_sequential
-from kernels.wkv7_chunked import wkv7_chunked
-from kernels.wkv7_cuda import cuda_availability, wkv7_cuda
-from kernels.wkv7_triton import triton_availability, wkv7_triton
+from rwkv_tui.kernels.chunk_state_pass import wkv7_chunked_triton
+from rwkv_tui.kernels.dispatch import _REGISTRY, autocast_off, choose_op, register_op
+from rwkv_tui.kernels.wkv6_from_wkv7 import wkv5_on, wkv6_on
+from rwkv_tui.kernels.wkv6_reference import wkv5_sequential, wkv6_sequential
+from rwkv_tui.kernels.wkv7_chunked import wkv7_chunked
+from rwkv_tui.kernels.wkv7_cuda import cuda_availability, wkv7_cuda
+from rwkv_tui.kernels.wkv7_triton import triton_availability, wkv7_triton
 
 
 class WkvOutput(NamedTuple):

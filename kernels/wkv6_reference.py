@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.wkv7_reference import state_dtype
+from rwkv_tui.kernels.wkv7_reference import state_dtype
 
 
 def wkv6_sequential(r, w, k, v, u, state=None):

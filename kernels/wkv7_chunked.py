@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kernels.wkv7_reference import state_dtype
+from rwkv_tui.kernels.wkv7_reference import state_dtype
 
 CHUNK = 32
 # Largest exponent of a split factor. e^40 leaves fp32 ample room, and e^40 · e^40 keeps

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from kernels.availability import needs_cuda_and_float
-from kernels.errors import KernelUnavailableError
+from rwkv_tui.kernels.availability import needs_cuda_and_float
+from rwkv_tui.kernels.errors import KernelUnavailableError
 
 log = logging.getLogger(__name__)
 SOURCES = Path(__file__).resolve().parent / "cuda"

@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 import torch
 
-from kernels.availability import needs_cuda_and_float
+from rwkv_tui.kernels.availability import needs_cuda_and_float
 
 INSTALL_HINT = "pip install 'rwkv-tui[gpu]' (rwkv-fla needs triton < 3.9)"
 

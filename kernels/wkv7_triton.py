@@ -23,7 +23,7 @@ import importlib.util
 
 import torch
 
-from kernels.availability import needs_cuda_and_float
+from rwkv_tui.kernels.availability import needs_cuda_and_float
 
 CHUNK = 16
 SUPPORTED_HEAD_SIZES = (16, 32, 64, 128)
@@ -43,7 +43,7 @@ def triton_availability(device: torch.device, dtype: torch.dtype) -> str | None:
 
 def _kernels():
     """The jitted kernels, imported on first use (see kernels/wkv7_triton_jit.py for why)."""
-    from kernels import wkv7_triton_jit
+    from rwkv_tui.kernels import wkv7_triton_jit
 
     return wkv7_triton_jit.forward_kernel, wkv7_triton_jit.backward_kernel
 

@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run_handler(handler, args) -> int:
     """Run a command; user-fixable errors become a short message and exit code 2."""
-    from trainer.errors import RwkvTuiError
+    from rwkv_tui.trainer.errors import RwkvTuiError
 
     try:
         return int(handler(args) or 0)

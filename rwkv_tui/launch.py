@@ -15,8 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from trainer.errors import RwkvTuiError
-from trainer.training.folder import RunFolder
+from rwkv_tui.trainer.errors import RwkvTuiError
+from rwkv_tui.trainer.training.folder import RunFolder
 
 
 def trainer_command(config_path: Path, run_dir: Path, resume: bool = False) -> list[str]:
@@ -37,7 +37,7 @@ def launch_training(config, run_dir: str | Path, *, resume: bool = False) -> int
     elif isinstance(config, (str, Path)):
         config_path = Path(config)
     else:
-        from trainer.config import save_config
+        from rwkv_tui.trainer.config import save_config
 
         config_path = folder.path / "launch.toml"
         save_config(config, config_path, only_changes=False)

@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from trainer.atomic import atomic_write_text
+from rwkv_tui.trainer.atomic import atomic_write_text
 
 MAX_RECENT = 10
 

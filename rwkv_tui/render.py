@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Group
 from rich.table import Table
 
-from trainer.spec import ModelSpec, format_param_count
+from rwkv_tui.trainer.spec import ModelSpec, format_param_count
 
 _VERSION_LABELS = {"x070": "RWKV-7 (x070)", "x060": "RWKV-6 (x060)", "x052": "RWKV-5 (x052)"}
 

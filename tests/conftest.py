@@ -39,8 +39,8 @@ def write_tiny_checkpoint(
     **widths,
 ) -> tuple[Path, object]:
     """A random RWKV-7 (or `version="x060"`/`"x052"`) `.pth` with non-zero tensors; returns (path, spec)."""
-    from trainer.checkpoint import save_state_dict
-    from trainer.model.init import random_state_dict, rwkv5_spec, rwkv6_spec, rwkv7_spec
+    from rwkv_tui.trainer.checkpoint import save_state_dict
+    from rwkv_tui.trainer.model.init import random_state_dict, rwkv5_spec, rwkv6_spec, rwkv7_spec
 
     if version == "x070":
         for width, value in [("d_decay", 8), ("d_aaa", 8), ("d_mv", 4), ("d_gate", 16)]:

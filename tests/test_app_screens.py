@@ -11,7 +11,7 @@ from rwkv_tui.app import RwkvTuiApp
 @pytest.mark.asyncio
 async def test_presets_screen_duplicate_delete_and_load(tmp_path, monkeypatch):
     from rwkv_tui.screens.presets import PresetsScreen
-    from trainer.presets import list_presets
+    from rwkv_tui.trainer.presets import list_presets
 
     monkeypatch.setenv("RWKV_TUI_CONFIG_DIR", str(tmp_path))
     app = RwkvTuiApp(runs_root=tmp_path)

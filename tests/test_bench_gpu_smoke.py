@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench` is no
 
 from bench import gpu_kernels, gpu_trainer  # noqa: E402
 from bench.seeds_vram import SEEDS_VRAM_GB, seeds_gb  # noqa: E402
-from kernels import dispatch, register_op  # noqa: E402
+from rwkv_tui.kernels import dispatch, register_op  # noqa: E402
 
 
 def _load(path: Path) -> dict:

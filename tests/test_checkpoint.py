@@ -9,14 +9,14 @@ import pytest
 import torch
 
 from conftest import write_tiny_checkpoint
-from trainer.checkpoint import (
+from rwkv_tui.trainer.checkpoint import (
     detect_version,
     inspect_checkpoint,
     load_checkpoint,
     load_state_dict,
     save_state_dict,
 )
-from trainer.errors import CheckpointError, UnsupportedModelError
+from rwkv_tui.trainer.errors import CheckpointError, UnsupportedModelError
 
 
 @pytest.mark.parametrize(

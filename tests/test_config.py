@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from trainer.config import (
+from rwkv_tui.trainer.config import (
     RunConfig,
     apply_overrides,
     config_to_dict,
@@ -16,8 +16,8 @@ from trainer.config import (
     save_config,
     validate,
 )
-from trainer.errors import ConfigError
-from trainer.spec import ModelSpec
+from rwkv_tui.trainer.errors import ConfigError
+from rwkv_tui.trainer.spec import ModelSpec
 
 
 def test_defaults_follow_the_seeds():
@@ -114,8 +114,8 @@ def test_model_dependent_checks():
 
 
 def test_kernel_head_sizes_mirror_the_kernels():
-    from kernels import chunk_state_pass, wkv7_cuda, wkv7_triton
-    from trainer.config import KERNEL_HEAD_SIZES
+    from rwkv_tui.kernels import chunk_state_pass, wkv7_cuda, wkv7_triton
+    from rwkv_tui.trainer.config import KERNEL_HEAD_SIZES
 
     assert KERNEL_HEAD_SIZES == {"cuda": wkv7_cuda.SUPPORTED_HEAD_SIZES, "triton": wkv7_triton.SUPPORTED_HEAD_SIZES,
                                  "triton_chunked": chunk_state_pass.SUPPORTED_HEAD_SIZES}

@@ -14,7 +14,7 @@ from rwkv_tui.app import RwkvTuiApp
 from rwkv_tui.run_view import RunView, format_duration
 from rwkv_tui.screens.dashboard import DashboardScreen
 from rwkv_tui.widgets.loss_chart import plot_braille
-from trainer.training.folder import EventWriter, RunFolder
+from rwkv_tui.trainer.training.folder import EventWriter, RunFolder
 
 T0 = 1_700_000_000.0
 
@@ -151,8 +151,10 @@ def test_opening_the_app_does_not_import_torch():
 
 
 def test_trainer_and_kernels_never_import_textual():
-    code = ("import sys, trainer, trainer.training.loop, trainer.model, trainer.checkpoint\n"
-            "print('textual' in sys.modules or 'rwkv_tui' in sys.modules)\n")
+    code = ("import sys, rwkv_tui.trainer, rwkv_tui.trainer.training.loop, rwkv_tui.trainer.model\n"
+            "import rwkv_tui.trainer.checkpoint, rwkv_tui.kernels\n"
+            "app = ('rwkv_tui.app', 'rwkv_tui.cli', 'rwkv_tui.screens', 'rwkv_tui.widgets', 'rwkv_tui.commands')\n"
+            "print('textual' in sys.modules or any(m in sys.modules for m in app))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"

@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trainer.data.binidx import BinIdx, write_binidx
-from trainer.data.check import check_jsonl
-from trainer.data.corpus import load_jsonl_corpus
-from trainer.data.datasets import build_dataset
-from trainer.data.prepare import magic_prime, prepare_binidx
-from trainer.errors import DataError
-from trainer.training.sampling import ResumableSampler
-from trainer.world_tokenizer import get_tokenizer
+from rwkv_tui.trainer.data.binidx import BinIdx, write_binidx
+from rwkv_tui.trainer.data.check import check_jsonl
+from rwkv_tui.trainer.data.corpus import load_jsonl_corpus
+from rwkv_tui.trainer.data.datasets import build_dataset
+from rwkv_tui.trainer.data.prepare import magic_prime, prepare_binidx
+from rwkv_tui.trainer.errors import DataError
+from rwkv_tui.trainer.training.sampling import ResumableSampler
+from rwkv_tui.trainer.world_tokenizer import get_tokenizer
 
 FIXTURE = Path(__file__).parent / "fixtures" / "data" / "broken_chat.jsonl"
 GOOD = [
@@ -166,8 +166,8 @@ def test_prepare_workers_after_the_encoder_ran_here(tmp_path):
     hang fails the test instead of CI, on enough lines for several worker jobs."""
     source = write_jsonl(tmp_path / "many.jsonl", GOOD * 1000)
     script = f"""
-from trainer.data.prepare import prepare_binidx
-from trainer.world_tokenizer import get_tokenizer
+from rwkv_tui.trainer.data.prepare import prepare_binidx
+from rwkv_tui.trainer.world_tokenizer import get_tokenizer
 get_tokenizer().encode_batch(["warm the encoder's thread pool"] * 64)
 parallel = prepare_binidx({str(source)!r}, {str(tmp_path / "parallel")!r}, workers=2)
 serial = prepare_binidx({str(source)!r}, {str(tmp_path / "serial")!r}, workers=1)
@@ -180,7 +180,7 @@ assert parallel.tokens == serial.tokens and parallel.documents == serial.documen
 
 
 def test_interrupted_prepare_leaves_nothing(tmp_path, monkeypatch):
-    import trainer.data.prepare as prepare
+    import rwkv_tui.trainer.data.prepare as prepare
 
     source = write_jsonl(tmp_path / "chat.jsonl", GOOD)
     real_add_many = prepare.BinIdxWriter.add_many

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import torch
 
-from trainer.config import load_config
-from trainer.demo import create_demo, demo_texts
-from trainer.generate import SamplingConfig, chat_prompt, generate, sample_token
-from trainer.model import load_model
-from trainer.world_tokenizer import get_tokenizer
+from rwkv_tui.trainer.config import load_config
+from rwkv_tui.trainer.demo import create_demo, demo_texts
+from rwkv_tui.trainer.generate import SamplingConfig, chat_prompt, generate, sample_token
+from rwkv_tui.trainer.model import load_model
+from rwkv_tui.trainer.world_tokenizer import get_tokenizer
 
 
 def test_demo_workspace_is_complete_and_valid(tmp_path):
-    from trainer.checkpoint import inspect_checkpoint
-    from trainer.config import validate
+    from rwkv_tui.trainer.checkpoint import inspect_checkpoint
+    from rwkv_tui.trainer.config import validate
 
     ws = create_demo(tmp_path / "demo")
     spec = inspect_checkpoint(ws.model)
@@ -65,9 +65,9 @@ def test_generation_stops_at_a_blank_line_and_joins_split_characters():
 def test_chat_cli_with_an_adapter(tmp_path, capsys):
     from conftest import write_tiny_checkpoint
     from rwkv_tui.cli import main
-    from trainer.adapters import save_adapter
-    from trainer.config import RunConfig
-    from trainer.peft import build_method
+    from rwkv_tui.trainer.adapters import save_adapter
+    from rwkv_tui.trainer.config import RunConfig
+    from rwkv_tui.trainer.peft import build_method
 
     path, spec = write_tiny_checkpoint(tmp_path, vocab_size=65536)
     model = load_model(path)

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.cuda
 
 
 def test_chunked_kernel_on_cuda_matches_float64_reference():
-    from kernels import wkv7, wkv7_sequential
+    from rwkv_tui.kernels import wkv7, wkv7_sequential
     from test_kernels_wkv7 import make_inputs
 
     x64 = make_inputs(2, 100, 4, 64, seed=1)
@@ -34,9 +34,9 @@ def test_bf16_lora_run_on_cuda(tmp_path, strategy, quant):
         pytest.importorskip("deepspeed")
     if quant != "none":
         pytest.importorskip("bitsandbytes")
-    from kernels import available_ops
-    from trainer.config import RunConfig
-    from trainer.training.loop import run
+    from rwkv_tui.kernels import available_ops
+    from rwkv_tui.trainer.config import RunConfig
+    from rwkv_tui.trainer.training.loop import run
 
     model, _ = write_tiny_checkpoint(tmp_path, n_layer=2, n_embd=128, vocab_size=65536, head_size=64)
     data = tmp_path / "d.jsonl"

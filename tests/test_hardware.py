@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import types
 
-import trainer.hardware as hw
+import rwkv_tui.trainer.hardware as hw
 
 
 def fake_pynvml(fail_init=False):

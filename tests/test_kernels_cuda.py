@@ -21,9 +21,9 @@ import torch
 from test_kernels_wkv7 import make_inputs
 from wkv7_compare import compare
 
-from kernels import KernelUnavailableError, available_ops, wkv6, wkv7
-from kernels import wkv7_cuda as cuda_module
-from kernels.wkv7_cuda import SOURCES, build_directory, cuda_availability, load_extension, wkv7_cuda
+from rwkv_tui.kernels import KernelUnavailableError, available_ops, wkv6, wkv7
+from rwkv_tui.kernels import wkv7_cuda as cuda_module
+from rwkv_tui.kernels.wkv7_cuda import SOURCES, build_directory, cuda_availability, load_extension, wkv7_cuda
 
 HARNESS = Path(__file__).resolve().parent / "cuda_harness" / "wkv7_on_cpu.cpp"
 CHUNK = 16  # wkv7::kChunk in kernels/cuda/wkv7_kernels.cuh

@@ -22,8 +22,8 @@ import torch
 from test_kernels_wkv7 import make_inputs
 from wkv7_compare import compare as compare_op
 
-from kernels import wkv7_fla as fla_module
-from kernels.wkv7_fla import fla_availability, from_fla_state, to_fla, wkv7_fla
+from rwkv_tui.kernels import wkv7_fla as fla_module
+from rwkv_tui.kernels.wkv7_fla import fla_availability, from_fla_state, to_fla, wkv7_fla
 
 CUDA = torch.device("cuda")
 

@@ -17,8 +17,8 @@ from test_kernels_wkv7 import make_inputs
 from wkv7_compare import compare as compare_op
 from wkv7_compare import rel
 
-from kernels.chunk_state_pass import chunk_state_pass, wkv7_chunked_triton
-from kernels.wkv7_triton import (
+from rwkv_tui.kernels.chunk_state_pass import chunk_state_pass, wkv7_chunked_triton
+from rwkv_tui.kernels.wkv7_triton import (
     CHUNK,
     rows_per_program,
     triton_availability,

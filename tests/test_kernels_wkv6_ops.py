@@ -9,10 +9,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels import KernelUnavailableError, available_ops, wkv5, wkv6
-from kernels.wkv6_from_wkv7 import wkv5_on, wkv6_on
-from kernels.wkv6_reference import wkv6_sequential
-from kernels.wkv7_chunked import wkv7_chunked
+from rwkv_tui.kernels import KernelUnavailableError, available_ops, wkv5, wkv6
+from rwkv_tui.kernels.wkv6_from_wkv7 import wkv5_on, wkv6_on
+from rwkv_tui.kernels.wkv6_reference import wkv6_sequential
+from rwkv_tui.kernels.wkv7_chunked import wkv7_chunked
 
 NAMES = ["r", "w", "k", "v", "u", "state"]
 
@@ -104,8 +104,8 @@ def test_triton_kernel_serves_rwkv6_too():
     pytest.importorskip("triton")
     if torch.cuda.is_available():
         pytest.skip("the CUDA suite runs the compiled kernel")
-    from kernels.chunk_state_pass import wkv7_chunked_triton
-    from kernels.wkv7_triton import wkv7_triton
+    from rwkv_tui.kernels.chunk_state_pass import wkv7_chunked_triton
+    from rwkv_tui.kernels.wkv7_triton import wkv7_triton
 
     check_against_reference(wkv6_on(wkv7_triton), 1, 19, 2, 16, dtype=torch.float32, tol=2e-5)
     check_against_reference(wkv6_on(wkv7_chunked_triton), 1, 40, 2, 16, dtype=torch.float32, tol=2e-5)

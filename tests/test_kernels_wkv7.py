@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kernels import (
+from rwkv_tui.kernels import (
     KernelUnavailableError,
     available_ops,
     dispatch,
@@ -26,7 +26,7 @@ from kernels import (
     wkv7_chunked,
     wkv7_sequential,
 )
-from kernels.wkv7_chunked import safe_chunk_length
+from rwkv_tui.kernels.wkv7_chunked import safe_chunk_length
 
 NAMES = ["r", "w", "k", "v", "a", "b", "state"]
 
@@ -343,7 +343,7 @@ if __name__ == "__main__":
 
 def test_auto_on_gpu_measures_each_op_once_and_drops_failing_ones(monkeypatch):
     """kernels.autotune: the fastest op wins, a failing op is skipped, the choice is cached."""
-    from kernels import autotune
+    from rwkv_tui.kernels import autotune
 
     monkeypatch.setattr(dispatch, "_REGISTRY", {"wkv7": {}})
     monkeypatch.setattr(autotune, "_REGISTRY", dispatch._REGISTRY)

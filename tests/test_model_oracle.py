@@ -7,7 +7,7 @@ import torch
 
 from conftest import write_tiny_checkpoint
 from rwkv_oracle import run_official
-from trainer import load_model
+from rwkv_tui.trainer import load_model
 
 pytest.importorskip("rwkv")
 

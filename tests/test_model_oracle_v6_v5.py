@@ -11,7 +11,7 @@ import torch
 
 from conftest import write_tiny_checkpoint
 from test_model_oracle import T, _rel, _state_for_package, oracle_cases
-from trainer import load_model
+from rwkv_tui.trainer import load_model
 
 pytest.importorskip("rwkv")
 

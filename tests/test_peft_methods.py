@@ -8,12 +8,12 @@ import torch.nn.functional as F
 
 from conftest import write_tiny_checkpoint
 from rwkv_oracle import run_official
-from trainer.adapters import load_adapter_file, merge_files, merge_into, save_adapter, save_state_file
-from trainer.checkpoint import load_checkpoint
-from trainer.config import RunConfig
-from trainer.errors import CheckpointError
-from trainer.model import load_model, model_from_state_dict
-from trainer.peft import build_method
+from rwkv_tui.trainer.adapters import load_adapter_file, merge_files, merge_into, save_adapter, save_state_file
+from rwkv_tui.trainer.checkpoint import load_checkpoint
+from rwkv_tui.trainer.config import RunConfig
+from rwkv_tui.trainer.errors import CheckpointError
+from rwkv_tui.trainer.model import load_model, model_from_state_dict
+from rwkv_tui.trainer.peft import build_method
 
 
 def method_for(name: str, **params):
@@ -213,7 +213,7 @@ def test_ai00_export_of_model_and_state(base, tmp_path):
                                         ("state", "nf4")])
 def test_quantized_base_trains_and_stays_frozen(base, tmp_path, name, quant):
     pytest.importorskip("bitsandbytes")
-    from trainer.peft.quant import is_quantized
+    from rwkv_tui.trainer.peft.quant import is_quantized
 
     path, spec = base
     model = load_model(path)
@@ -235,7 +235,7 @@ def test_quantized_base_trains_and_stays_frozen(base, tmp_path, name, quant):
 
 
 def test_quantization_is_refused_for_methods_that_train_the_base():
-    from trainer.errors import ConfigError
+    from rwkv_tui.trainer.errors import ConfigError
 
     with pytest.raises(ConfigError, match="cannot be quantized"):
         method_for("full", quant="nf4")

@@ -9,11 +9,11 @@ import torch
 from conftest import write_tiny_checkpoint
 from rwkv_oracle import run_official
 from test_peft_methods import PARAMS, method_for, train_a_little
-from trainer.adapters import merge_files, save_adapter, save_state_file
-from trainer.config import RunConfig
-from trainer.errors import ConfigError
-from trainer.model import load_model
-from trainer.vram import trainable_parameter_count
+from rwkv_tui.trainer.adapters import merge_files, save_adapter, save_state_file
+from rwkv_tui.trainer.config import RunConfig
+from rwkv_tui.trainer.errors import ConfigError
+from rwkv_tui.trainer.model import load_model
+from rwkv_tui.trainer.vram import trainable_parameter_count
 
 VERSIONS = ["x060", "x052"]
 
@@ -66,7 +66,7 @@ def test_rwkv7_has_no_gate_to_adapt(tmp_path):
 @pytest.mark.parametrize("quant", ["nf4", "int8"])
 def test_quantized_lora_quantizes_the_whole_base(base, quant):
     pytest.importorskip("bitsandbytes")
-    from trainer.peft.quant import is_quantized
+    from rwkv_tui.trainer.peft.quant import is_quantized
 
     path, _ = base
     model = load_model(path)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from trainer.config import RunConfig, load_config, validate
-from trainer.errors import ConfigError
-from trainer.presets import (
+from rwkv_tui.trainer.config import RunConfig, load_config, validate
+from rwkv_tui.trainer.errors import ConfigError
+from rwkv_tui.trainer.presets import (
     delete_user_preset,
     duplicate_preset,
     list_presets,

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from trainer.training.folder import EventReader, EventWriter, RunFolder, read_all_events
-from trainer.training.schedule import learning_rate
+from rwkv_tui.trainer.training.folder import EventReader, EventWriter, RunFolder, read_all_events
+from rwkv_tui.trainer.training.schedule import learning_rate
 
 
 def test_events_are_appended_and_tailed(tmp_path):
@@ -76,7 +76,7 @@ def test_schedules():
 
 
 def test_every_throttles(monkeypatch):
-    import trainer.training.metrics as metrics
+    import rwkv_tui.trainer.training.metrics as metrics
 
     clock = [100.0]
     monkeypatch.setattr(metrics.time, "monotonic", lambda: clock[0])

@@ -43,8 +43,8 @@ def test_home_snapshot(snap_compare, size):
 @pytest.mark.parametrize("size", SIZES)
 def test_method_screen_snapshot(snap_compare, size):
     from rwkv_tui.screens.wizard import WizardState, screen_for
-    from trainer.hardware import GpuInfo, HardwareReport
-    from trainer.model.init import rwkv7_spec
+    from rwkv_tui.trainer.hardware import GpuInfo, HardwareReport
+    from rwkv_tui.trainer.model.init import rwkv7_spec
 
     state = WizardState(spec=rwkv7_spec(24, 2048))
     state.hardware = HardwareReport([GpuInfo(0, "NVIDIA GeForce RTX 4090", 24 * 1024**3, 23 * 1024**3,
@@ -60,9 +60,9 @@ def test_method_screen_snapshot(snap_compare, size):
 
 def _wizard_state():
     from rwkv_tui.screens.wizard import WizardState
-    from trainer.config import RunConfig
-    from trainer.hardware import GpuInfo, HardwareReport
-    from trainer.model.init import rwkv7_spec
+    from rwkv_tui.trainer.config import RunConfig
+    from rwkv_tui.trainer.hardware import GpuInfo, HardwareReport
+    from rwkv_tui.trainer.model.init import rwkv7_spec
 
     state = WizardState(config=RunConfig.for_method("lora", model__path="/models/rwkv7-1.5b.pth",
                                                     data__path="/data/chat.bin"),
@@ -76,11 +76,11 @@ def _wizard_state():
 @pytest.mark.parametrize("step", ["hardware", "params", "review"])
 @pytest.mark.parametrize("size", SIZES)
 def test_wizard_screen_snapshots(snap_compare, monkeypatch, step, size):
-    import trainer.hardware
+    import rwkv_tui.trainer.hardware as hardware
     from rwkv_tui.screens.wizard import screen_for
 
     state = _wizard_state()
-    monkeypatch.setattr(trainer.hardware, "detect_hardware", lambda: state.hardware)
+    monkeypatch.setattr(hardware, "detect_hardware", lambda: state.hardware)
     app = RwkvTuiApp(runs_root=Path("/nonexistent"))
 
     async def open_step(pilot):

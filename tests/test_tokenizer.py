@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from trainer.errors import DataError
-from trainer.world_tokenizer import WorldTokenizer, get_tokenizer
+from rwkv_tui.trainer.errors import DataError
+from rwkv_tui.trainer.world_tokenizer import WorldTokenizer, get_tokenizer
 
 SAMPLES = [
     "Hello world",
@@ -101,7 +101,7 @@ def test_lone_surrogates_are_refused_clearly(tokenizers):
 
 
 def test_public_api():
-    import trainer
+    from rwkv_tui import trainer
 
     tok = trainer.tokenizer()
     assert tok.decode(tok.encode("Hello world")) == "Hello world"

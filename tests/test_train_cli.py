@@ -13,7 +13,7 @@ import torch
 
 from conftest import write_tiny_checkpoint
 from rwkv_oracle import run_official
-from trainer.training.folder import RunFolder, read_all_events
+from rwkv_tui.trainer.training.folder import RunFolder, read_all_events
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAT = [f"User: What is {a} plus {b}?\n\nAssistant: {a + b}." for a in range(6) for b in range(4)]

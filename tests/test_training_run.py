@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from conftest import write_tiny_checkpoint
-from trainer.config import RunConfig
-from trainer.training.folder import RunFolder, read_all_events
-from trainer.training.loop import TrainingError, run
-from trainer.training.signals import StopRequest
+from rwkv_tui.trainer.config import RunConfig
+from rwkv_tui.trainer.training.folder import RunFolder, read_all_events
+from rwkv_tui.trainer.training.loop import TrainingError, run
+from rwkv_tui.trainer.training.signals import StopRequest
 
 CHAT = [
     "User: What is water?\n\nAssistant: Water is a clear liquid.",
@@ -103,7 +103,7 @@ def test_resume_after_stop_continues_the_same_loss_curve(workspace, tmp_path):
 
 
 def test_non_finite_loss_stops_with_a_clear_error(workspace, tmp_path, monkeypatch):
-    import trainer.training.loop as loop
+    import rwkv_tui.trainer.training.loop as loop
 
     calls = {"n": 0}
     real = loop.masked_cross_entropy
@@ -124,7 +124,7 @@ def test_non_finite_loss_stops_with_a_clear_error(workspace, tmp_path, monkeypat
 
 
 def test_masked_cross_entropy_ignores_unmasked_tokens():
-    from trainer.training.loop import masked_cross_entropy
+    from rwkv_tui.trainer.training.loop import masked_cross_entropy
 
     logits = torch.randn(1, 4, 10)
     targets = torch.tensor([[1, 2, 3, 4]])
@@ -145,7 +145,7 @@ def test_qlora_run_through_the_trainer(workspace, tmp_path):
 
 
 def test_warm_start_through_the_trainer(workspace, tmp_path):
-    from trainer.errors import RwkvTuiError
+    from rwkv_tui.trainer.errors import RwkvTuiError
 
     first = run(make_config(workspace, "lora", steps=6, optim__lr_init=1e-2, optim__lr_final=1e-2), tmp_path / "a")
     adapter = next(p for p in first.outputs if p.name.endswith("-lora.pth"))
@@ -159,7 +159,7 @@ def test_warm_start_through_the_trainer(workspace, tmp_path):
 
 
 def test_out_of_memory_names_what_to_change(workspace, tmp_path, monkeypatch):
-    import trainer.training.loop as loop
+    import rwkv_tui.trainer.training.loop as loop
 
     def oom(*args):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from trainer.config import RunConfig, tomllib
-from trainer.spec import ModelSpec
-from trainer.vram import GB, estimate, render_table, trainable_parameter_count
+from rwkv_tui.trainer.config import RunConfig, tomllib
+from rwkv_tui.trainer.spec import ModelSpec
+from rwkv_tui.trainer.vram import GB, estimate, render_table, trainable_parameter_count
 
 SHAPES = {  # (version, n_layer, n_embd, ffn multiplier)
     "RWKV7-0.1B": ("x070", 12, 768, 4.0), "RWKV7-0.4B": ("x070", 24, 1024, 4.0),
@@ -25,7 +25,7 @@ TOLERANCE = {"x070": 0.25, "x060": 0.40}
 
 
 def spec_for(name: str) -> ModelSpec:
-    from trainer.model.init import rwkv6_spec, rwkv7_spec
+    from rwkv_tui.trainer.model.init import rwkv6_spec, rwkv7_spec
 
     version, L, C, _ = SHAPES[name]
     return rwkv7_spec(L, C) if version == "x070" else rwkv6_spec(L, C)

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # `bench` is not an installed package
 
 from bench import gpu_trainer  # noqa: E402
-from trainer.vram import GB, estimate  # noqa: E402
+from rwkv_tui.trainer.vram import GB, estimate  # noqa: E402
 
 TOLERANCE = 0.10
 

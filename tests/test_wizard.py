@@ -12,8 +12,8 @@ from rwkv_tui.screens.dashboard import DashboardScreen
 from rwkv_tui.screens.wizard.method import best_choice, method_rows
 from rwkv_tui.screens.wizard.review import headless_command
 from rwkv_tui.screens.wizard.state import WizardState
-from trainer.config import RunConfig, apply_overrides
-from trainer.demo import create_demo
+from rwkv_tui.trainer.config import RunConfig, apply_overrides
+from rwkv_tui.trainer.demo import create_demo
 
 
 async def type_into(pilot, app, selector: str, text: str) -> None:
@@ -84,8 +84,8 @@ async def test_wizard_walk_from_model_to_a_finished_run(tmp_path, monkeypatch):
 
 
 def test_method_table_preselects_what_fits():
-    from trainer.hardware import GpuInfo, HardwareReport
-    from trainer.model.init import rwkv7_spec
+    from rwkv_tui.trainer.hardware import GpuInfo, HardwareReport
+    from rwkv_tui.trainer.model.init import rwkv7_spec
 
     state = WizardState(spec=rwkv7_spec(24, 2048))  # a 1.5B shape
     state.hardware = HardwareReport([GpuInfo(0, "small", 8 * 1024**3, 4 * 1024**3)])
@@ -117,7 +117,7 @@ def test_headless_command_reproduces_the_config():
 @pytest.mark.asyncio
 async def test_stop_on_a_live_run_leaves_a_checkpoint(tmp_path):
     from rwkv_tui.launch import launch_training
-    from trainer.config import load_config
+    from rwkv_tui.trainer.config import load_config
 
     ws = create_demo(tmp_path / "demo")
     config = load_config(ws.config)

@@ -21,9 +21,9 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from kernels import wkv7_triton_jit as jit
-from kernels.chunk_state_pass import NUM_WARPS as PASS_WARPS
-from kernels.wkv7_triton import CHUNK
+from rwkv_tui.kernels import wkv7_triton_jit as jit
+from rwkv_tui.kernels.chunk_state_pass import NUM_WARPS as PASS_WARPS
+from rwkv_tui.kernels.wkv7_triton import CHUNK
 
 INPUTS = ["r_ptr", "w_ptr", "k_ptr", "v_ptr", "a_ptr", "b_ptr"]
 GRADS = ["dr_ptr", "dw_ptr", "dk_ptr", "dv_ptr", "da_ptr", "db_ptr", "ds0_ptr"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from test_kernels_wkv7 import NAMES, make_inputs
 
-from kernels.wkv7_reference import wkv7_sequential
+from rwkv_tui.kernels.wkv7_reference import wkv7_sequential
 
 
 def rel(x, ref):

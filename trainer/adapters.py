@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from trainer.checkpoint import atomic_torch_save, load_checkpoint, load_state_dict, save_state_dict
-from trainer.errors import CheckpointError
+from rwkv_tui.trainer.checkpoint import atomic_torch_save, load_checkpoint, load_state_dict, save_state_dict
+from rwkv_tui.trainer.errors import CheckpointError
 
 METADATA_KEY = "rwkv_tui.metadata"
 FORMAT_VERSION = 1
@@ -47,7 +47,7 @@ def save_adapter(model, method, path: str | Path, spec, dtype: torch.dtype | Non
 
 def save_state_file(model, path: str | Path) -> Path:
     """`{blocks.{i}.att.time_state: [H, N, N]}` in fp32, the file RWKV Runner mounts."""
-    from trainer.peft.base import unwrap
+    from rwkv_tui.trainer.peft.base import unwrap
 
     blocks = unwrap(model).blocks
     states = {f"blocks.{i}.att.time_state": b.att.time_state.detach().float().cpu().contiguous()
@@ -83,7 +83,7 @@ def detect_method(tensors: dict[str, torch.Tensor], path=None) -> str:
 def merge_into(base: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor],
                metadata: dict[str, Any] | None, alpha: float | None = None, path=None) -> dict[str, torch.Tensor]:
     """A full state dict: base + adapter (alpha overrides or supplies the LoRA scaling)."""
-    from trainer.peft import METHOD_CLASSES
+    from rwkv_tui.trainer.peft import METHOD_CLASSES
 
     metadata = dict(metadata or {})
     method_name = metadata.get("method") or detect_method(tensors, path)

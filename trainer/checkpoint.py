@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from trainer.atomic import atomic_output
-from trainer.errors import CheckpointError, UnsupportedModelError
-from trainer.shapes import expected_shapes
-from trainer.spec import ModelSpec
+from rwkv_tui.trainer.atomic import atomic_output
+from rwkv_tui.trainer.errors import CheckpointError, UnsupportedModelError
+from rwkv_tui.trainer.shapes import expected_shapes
+from rwkv_tui.trainer.spec import ModelSpec
 
 _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_PROTO_MARK = 0x80  # legacy (pre-zip) torch.save files start with a pickle PROTO opcode

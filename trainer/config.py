@@ -16,8 +16,8 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from trainer.atomic import atomic_write_text
-from trainer.errors import ConfigError
+from rwkv_tui.trainer.atomic import atomic_write_text
+from rwkv_tui.trainer.errors import ConfigError
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -42,10 +42,10 @@ def demo_texts() -> list[str]:
 
 
 def create_demo(folder: str | Path, seed: int = 0) -> DemoWorkspace:
-    from trainer.checkpoint import save_state_dict
-    from trainer.config import save_config
-    from trainer.model.init import random_state_dict, rwkv7_spec
-    from trainer.presets import load_preset
+    from rwkv_tui.trainer.checkpoint import save_state_dict
+    from rwkv_tui.trainer.config import save_config
+    from rwkv_tui.trainer.model.init import random_state_dict, rwkv7_spec
+    from rwkv_tui.trainer.presets import load_preset
 
     folder = Path(folder).expanduser().resolve()
     folder.mkdir(parents=True, exist_ok=True)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 
-from trainer.atomic import atomic_write_bytes
-from trainer.checkpoint import load_state_dict
-from trainer.errors import CheckpointError
+from rwkv_tui.trainer.atomic import atomic_write_bytes
+from rwkv_tui.trainer.checkpoint import load_state_dict
+from rwkv_tui.trainer.errors import CheckpointError
 
 
 def ai00_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -29,7 +29,7 @@ def ai00_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def export_ai00(source: str | Path, out: str | Path) -> Path:
     from safetensors.torch import save
 
-    from trainer.adapters import METADATA_KEY
+    from rwkv_tui.trainer.adapters import METADATA_KEY
 
     tensors = load_state_dict(source)
     if METADATA_KEY in tensors or any(k.endswith((".lora_A", ".disha")) for k in tensors):

@@ -81,9 +81,9 @@ def chat_prompt(history: list[tuple[str, str]], message: str, system: str | None
 
 def load_for_chat(model_path, adapter=None, state=None, lora_alpha: float | None = None):
     """A model with an adapter merged in memory, or a tuned state mounted."""
-    from trainer.adapters import load_adapter_file, merge_into
-    from trainer.checkpoint import load_checkpoint
-    from trainer.model import model_from_state_dict
+    from rwkv_tui.trainer.adapters import load_adapter_file, merge_into
+    from rwkv_tui.trainer.checkpoint import load_checkpoint
+    from rwkv_tui.trainer.model import model_from_state_dict
 
     weights, spec = load_checkpoint(model_path)
     if adapter:

@@ -13,8 +13,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainer.config import RunConfig, load_config, save_config
-from trainer.errors import ConfigError
+from rwkv_tui.trainer.config import RunConfig, load_config, save_config
+from rwkv_tui.trainer.errors import ConfigError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -34,7 +34,7 @@ class PresetInfo:
 
 
 def builtin_dir() -> Path:
-    from presets import BUILTIN_DIR
+    from rwkv_tui.presets import BUILTIN_DIR
 
     return BUILTIN_DIR
 

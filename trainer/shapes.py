@@ -6,7 +6,7 @@ benchmark models are made from it.
 
 from __future__ import annotations
 
-from trainer.spec import ModelSpec
+from rwkv_tui.trainer.spec import ModelSpec
 
 
 def expected_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from trainer.spec import ModelSpec
+from rwkv_tui.trainer.spec import ModelSpec
 
 GB = 1024**3
 

@@ -15,7 +15,7 @@ import functools
 from collections.abc import Iterable
 from pathlib import Path
 
-from trainer.errors import DataError
+from rwkv_tui.trainer.errors import DataError
 
 VOCAB_FILE = "rwkv_vocab_v20230424.txt"
 VOCAB_SIZE = 65536

@@ -14,9 +14,9 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from trainer.errors import RwkvTuiError
-    from trainer.training.folder import RunFolder
-    from trainer.training.listing import list_runs
+    from rwkv_tui.trainer.errors import RwkvTuiError
+    from rwkv_tui.trainer.training.folder import RunFolder
+    from rwkv_tui.trainer.training.listing import list_runs
 
     if args.run_dir:
         folder = RunFolder.at(args.run_dir)

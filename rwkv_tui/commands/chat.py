@@ -26,8 +26,8 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from trainer.generate import SamplingConfig, chat_prompt, generate, load_for_chat
-    from trainer.world_tokenizer import get_tokenizer
+    from rwkv_tui.trainer.generate import SamplingConfig, chat_prompt, generate, load_for_chat
+    from rwkv_tui.trainer.world_tokenizer import get_tokenizer
 
     model = load_for_chat(args.model, adapter=args.adapter, state=args.state, lora_alpha=args.lora_alpha)
     tokenizer = get_tokenizer()

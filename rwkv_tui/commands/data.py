@@ -31,7 +31,7 @@ def register(subparsers) -> None:
 
 
 def run_check(args) -> int:
-    from trainer.data.check import check_jsonl
+    from rwkv_tui.trainer.data.check import check_jsonl
 
     if args.json:
         report = check_jsonl(args.file, ctx_len=args.ctx_len, micro_bsz=args.micro_bsz)
@@ -56,7 +56,7 @@ def run_prepare(args) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from trainer.data.prepare import prepare_binidx
+    from rwkv_tui.trainer.data.prepare import prepare_binidx
 
     console = Console()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -17,7 +17,7 @@ def run(args) -> int:
     import time
     from pathlib import Path
 
-    from trainer.demo import create_demo
+    from rwkv_tui.trainer.demo import create_demo
 
     workspace = create_demo(args.dir)
     run_dir = Path(workspace.folder) / "runs" / time.strftime("demo-%Y%m%d-%H%M%S")

@@ -14,7 +14,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from trainer.export import export_ai00
+    from rwkv_tui.trainer.export import export_ai00
 
     print(f"wrote {export_ai00(args.source, args.ai00)}")
     return 0

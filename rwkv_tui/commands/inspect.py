@@ -18,7 +18,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from trainer.checkpoint import inspect_checkpoint
+    from rwkv_tui.trainer.checkpoint import inspect_checkpoint
 
     spec = inspect_checkpoint(args.model)
     if args.json:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from trainer.config import DTYPE_NAMES
+from rwkv_tui.trainer.config import DTYPE_NAMES
 
 
 def register(subparsers) -> None:
@@ -35,9 +35,9 @@ def register(subparsers) -> None:
 def run(args) -> int:
     import torch
 
-    from kernels.autotune import NEVER_MEASURED, time_ops
-    from kernels.dispatch import op_report
-    from trainer.errors import RwkvTuiError
+    from rwkv_tui.kernels.autotune import NEVER_MEASURED, time_ops
+    from rwkv_tui.kernels.dispatch import op_report
+    from rwkv_tui.trainer.errors import RwkvTuiError
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -66,9 +66,9 @@ def run(args) -> int:
 
 
 def _build_cuda_kernel() -> None:
-    from kernels.errors import KernelUnavailableError
-    from kernels.wkv7_cuda import build_directory, load_extension
-    from trainer.errors import RwkvTuiError
+    from rwkv_tui.kernels.errors import KernelUnavailableError
+    from rwkv_tui.kernels.wkv7_cuda import build_directory, load_extension
+    from rwkv_tui.trainer.errors import RwkvTuiError
 
     try:
         load_extension()

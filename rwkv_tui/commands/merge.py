@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from trainer.config import DTYPE_NAMES
+from rwkv_tui.trainer.config import DTYPE_NAMES
 
 
 def register(subparsers) -> None:
@@ -25,8 +25,8 @@ def run(args) -> int:
 
     import torch
 
-    from trainer.adapters import merge_files
-    from trainer.errors import CheckpointError
+    from rwkv_tui.trainer.adapters import merge_files
+    from rwkv_tui.trainer.errors import CheckpointError
 
     out = Path(args.out)
     if out.exists() and not args.force:

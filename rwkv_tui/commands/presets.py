@@ -23,7 +23,7 @@ def run_list(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from trainer.presets import list_presets
+    from rwkv_tui.trainer.presets import list_presets
 
     table = Table("name", "method", "source", "description")
     for p in list_presets():
@@ -33,16 +33,16 @@ def run_list(args) -> int:
 
 
 def run_show(args) -> int:
-    from trainer.config import dumps_config
-    from trainer.presets import load_preset
+    from rwkv_tui.trainer.config import dumps_config
+    from rwkv_tui.trainer.presets import load_preset
 
     print(dumps_config(load_preset(args.name), only_changes=False), end="")
     return 0
 
 
 def run_export(args) -> int:
-    from trainer.config import save_config
-    from trainer.presets import load_preset
+    from rwkv_tui.trainer.config import save_config
+    from rwkv_tui.trainer.presets import load_preset
 
     path = save_config(load_preset(args.name), args.out, only_changes=not args.full)
     print(f"wrote {path}")

@@ -16,7 +16,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     import json
 
-    from trainer.training.listing import list_runs
+    from rwkv_tui.trainer.training.listing import list_runs
 
     runs = list_runs(args.root)
     if args.json:

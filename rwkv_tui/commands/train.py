@@ -25,8 +25,8 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from trainer.errors import ConfigError
-    from trainer.training.loop import TrainingError, run as run_training
+    from rwkv_tui.trainer.errors import ConfigError
+    from rwkv_tui.trainer.training.loop import TrainingError, run as run_training
 
     if args.resume:
         config, run_dir = None, Path(args.resume)
@@ -52,9 +52,9 @@ def run(args) -> int:
 
 
 def _load(path: str | None, overrides: list[str]):
-    from trainer.config import RunConfig, apply_overrides, load_config
+    from rwkv_tui.trainer.config import RunConfig, apply_overrides, load_config
 
-    from trainer.presets import find_preset
+    from rwkv_tui.trainer.presets import find_preset
 
     config = load_config(find_preset(path)) if path else RunConfig()
     return apply_overrides(config, overrides) if overrides else config

@@ -34,8 +34,8 @@ class ChatScreen(Screen):
 
     @work(thread=True, exclusive=True)
     def load(self) -> None:
-        from trainer.errors import RwkvTuiError
-        from trainer.generate import load_for_chat
+        from rwkv_tui.trainer.errors import RwkvTuiError
+        from rwkv_tui.trainer.generate import load_for_chat
 
         try:
             self.model = load_for_chat(self.model_path, adapter=self.adapter, state=self.state_file)
@@ -61,8 +61,8 @@ class ChatScreen(Screen):
 
     @work(thread=True, exclusive=True)
     def reply(self, message: str) -> None:
-        from trainer.generate import SamplingConfig, chat_prompt, generate
-        from trainer.world_tokenizer import get_tokenizer
+        from rwkv_tui.trainer.generate import SamplingConfig, chat_prompt, generate
+        from rwkv_tui.trainer.world_tokenizer import get_tokenizer
 
         text = "".join(generate(self.model, get_tokenizer(), chat_prompt(self.history, message),
                                 SamplingConfig(temperature=1.0, top_p=0.7, max_tokens=self.max_tokens)))

@@ -24,7 +24,7 @@ from textual.worker import get_current_worker
 
 from rwkv_tui.run_view import RunView, format_duration
 from rwkv_tui.widgets.loss_chart import LossChart
-from trainer.training.folder import EventReader, RunFolder
+from rwkv_tui.trainer.training.folder import EventReader, RunFolder
 
 POLL_SECONDS = 0.5
 _STATE_STYLES = {"running": "bold black on green", "starting": "bold black on cyan", "done": "bold black on blue",
@@ -164,7 +164,7 @@ class DashboardScreen(Screen):
     def action_chat(self) -> None:
         """Open the chat on this run's newest output: a merged model, an adapter or a state."""
         from rwkv_tui.screens.chat import ChatScreen
-        from trainer.config import load_config
+        from rwkv_tui.trainer.config import load_config
 
         outputs = [p for p in self.view.checkpoints if p.endswith(".pth")]
         if not outputs:

@@ -58,8 +58,8 @@ class HomeScreen(Screen):
 
     def _make_demo(self) -> None:
         from rwkv_tui.screens.wizard import WizardState, screen_for
-        from trainer.config import load_config
-        from trainer.demo import create_demo
+        from rwkv_tui.trainer.config import load_config
+        from rwkv_tui.trainer.demo import create_demo
 
         workspace = create_demo(self.demo_dir)
         state = WizardState(config=load_config(workspace.config))

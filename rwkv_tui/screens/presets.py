@@ -24,7 +24,7 @@ class PresetsScreen(Screen):
         self.reload()
 
     def reload(self) -> None:
-        from trainer.presets import list_presets
+        from rwkv_tui.trainer.presets import list_presets
 
         table = self.query_one(DataTable)
         table.clear()
@@ -42,15 +42,15 @@ class PresetsScreen(Screen):
 
     def action_load(self) -> None:
         from rwkv_tui.screens.wizard import WizardState, screen_for
-        from trainer.presets import load_preset
+        from rwkv_tui.trainer.presets import load_preset
 
         preset = self.selected()
         if preset is not None:
             self.app.push_screen(screen_for("model", WizardState(config=load_preset(preset.path))))
 
     def action_duplicate(self) -> None:
-        from trainer.errors import RwkvTuiError
-        from trainer.presets import duplicate_preset, list_presets
+        from rwkv_tui.trainer.errors import RwkvTuiError
+        from rwkv_tui.trainer.presets import duplicate_preset, list_presets
 
         preset = self.selected()
         if preset is None:
@@ -66,8 +66,8 @@ class PresetsScreen(Screen):
         self.reload()
 
     def action_delete(self) -> None:
-        from trainer.errors import RwkvTuiError
-        from trainer.presets import delete_user_preset
+        from rwkv_tui.trainer.errors import RwkvTuiError
+        from rwkv_tui.trainer.presets import delete_user_preset
 
         preset = self.selected()
         if preset is None:

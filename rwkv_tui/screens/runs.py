@@ -11,7 +11,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
-from trainer.training.listing import list_runs
+from rwkv_tui.trainer.training.listing import list_runs
 
 
 class RunsScreen(Screen):

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.atomic import atomic_outputs
-from trainer.errors import DataError
+from rwkv_tui.trainer.atomic import atomic_outputs
+from rwkv_tui.trainer.errors import DataError
 
 MAGIC = b"MMIDIDX\x00\x00"
 DTYPE_CODES = {1: np.uint8, 2: np.int8, 3: np.int16, 4: np.int32, 5: np.int64, 6: np.float64, 7: np.float64,

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from trainer.data.sft import ANSWER_ROLES, ROLES, role_spans
-from trainer.errors import DataError
+from rwkv_tui.trainer.data.sft import ANSWER_ROLES, ROLES, role_spans
+from rwkv_tui.trainer.errors import DataError
 
 FORMATS = ("single-turn", "multi-turn", "system", "instruction", "text")
 MAX_ISSUES_PER_KIND = 50  # beyond this, one summary line per kind keeps the report readable
@@ -183,7 +183,7 @@ def check_jsonl(
 ) -> CheckReport:
     """Check every line. `progress(bytes_done, bytes_total)` is called as it goes; when
     `cancel()` turns true the check stops and the report says `cancelled`."""
-    from trainer.world_tokenizer import get_tokenizer
+    from rwkv_tui.trainer.world_tokenizer import get_tokenizer
 
     path = Path(path)
     if not path.is_file():

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.atomic import atomic_output
-from trainer.errors import DataError
+from rwkv_tui.trainer.atomic import atomic_output
+from rwkv_tui.trainer.errors import DataError
 
 CACHE_VERSION = 1
 
@@ -77,8 +77,8 @@ def read_texts(path: Path) -> list[str]:
 
 
 def tokenize_texts(texts: list[str]) -> Corpus:
-    from trainer.data.sft import token_mask
-    from trainer.world_tokenizer import get_tokenizer
+    from rwkv_tui.trainer.data.sft import token_mask
+    from rwkv_tui.trainer.world_tokenizer import get_tokenizer
 
     tokenizer = get_tokenizer()
     token_lists, mask_lists = [], []
@@ -112,7 +112,7 @@ def load_jsonl_corpus(path: str | Path) -> Corpus:
 
 
 def load_binidx_corpus(prefix: str | Path) -> Corpus:
-    from trainer.data.binidx import BinIdx, mask_path
+    from rwkv_tui.trainer.data.binidx import BinIdx, mask_path
 
     data = BinIdx(prefix)
     offsets = np.zeros(len(data) + 1, dtype=np.int64)

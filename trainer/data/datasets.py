@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from trainer.data.corpus import Corpus, load_binidx_corpus, load_jsonl_corpus
-from trainer.errors import DataError
+from rwkv_tui.trainer.data.corpus import Corpus, load_binidx_corpus, load_jsonl_corpus
+from rwkv_tui.trainer.errors import DataError
 
 LOADINGS = ("pad", "pack", "random")
 

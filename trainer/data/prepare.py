@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.data.binidx import BinIdxWriter, mask_path, prefix_of
-from trainer.errors import DataError
-from trainer.world_tokenizer import get_tokenizer
+from rwkv_tui.trainer.data.binidx import BinIdxWriter, mask_path, prefix_of
+from rwkv_tui.trainer.errors import DataError
+from rwkv_tui.trainer.world_tokenizer import get_tokenizer
 
 CHUNK_LINES = 2048
 WRITE_BATCH_DOCS = 4096  # documents gathered per write: bounded memory, no per-document Python work
@@ -90,8 +90,8 @@ def _tokenize_chunk(job: tuple[str, int, int, int, bool]):
     """Worker: tokenize one block of lines; returns ("ok", tokens, sizes, masks) or ("error", line)."""
     import gc
 
-    from trainer.data.sft import token_mask
-    from trainer.world_tokenizer import get_tokenizer
+    from rwkv_tui.trainer.data.sft import token_mask
+    from rwkv_tui.trainer.world_tokenizer import get_tokenizer
 
     # Millions of small int lists would trigger the cyclic GC over and over for nothing.
     gc.disable()

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import torch
 
-from trainer.checkpoint import load_checkpoint
-from trainer.errors import CheckpointError
-from trainer.model.lm import RWKV, LayerState
-from trainer.spec import ModelSpec
+from rwkv_tui.trainer.checkpoint import load_checkpoint
+from rwkv_tui.trainer.errors import CheckpointError
+from rwkv_tui.trainer.model.lm import RWKV, LayerState
+from rwkv_tui.trainer.spec import ModelSpec
 
 __all__ = ["RWKV", "LayerState", "build_model", "load_model", "model_from_state_dict"]
 

@@ -11,8 +11,8 @@ import math
 
 import torch
 
-from trainer.shapes import expected_shapes
-from trainer.spec import ModelSpec
+from rwkv_tui.trainer.shapes import expected_shapes
+from rwkv_tui.trainer.spec import ModelSpec
 
 
 def _low_rank_width(n_embd: int, factor: float, power: float) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trainer.spec import ModelSpec
+from rwkv_tui.trainer.spec import ModelSpec
 
 
 def token_shift(x: torch.Tensor, x_prev: torch.Tensor | None) -> torch.Tensor:

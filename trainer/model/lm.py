@@ -15,10 +15,10 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from trainer.model.layers import GatedChannelMix, GatedChannelMix5
-from trainer.model.rwkv6 import TimeMix5, TimeMix6
-from trainer.model.rwkv7 import ChannelMix7, TimeMix7
-from trainer.spec import ModelSpec
+from rwkv_tui.trainer.model.layers import GatedChannelMix, GatedChannelMix5
+from rwkv_tui.trainer.model.rwkv6 import TimeMix5, TimeMix6
+from rwkv_tui.trainer.model.rwkv7 import ChannelMix7, TimeMix7
+from rwkv_tui.trainer.spec import ModelSpec
 
 LayerState = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 

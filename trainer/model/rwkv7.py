@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import kernels
-from trainer.model.layers import token_shift
-from trainer.spec import ModelSpec
+from rwkv_tui import kernels
+from rwkv_tui.trainer.model.layers import token_shift
+from rwkv_tui.trainer.spec import ModelSpec
 
 class TimeMix7(nn.Module):
     """The RWKV-7 attention replacement: token shift, low-rank gates, the WKV7 recurrence."""

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from trainer.errors import ConfigError
-from trainer.peft.base import Method
-from trainer.peft.full import FullMethod, LisaMethod
-from trainer.peft.lora import LoraMethod, PissaMethod
-from trainer.peft.miss import MissMethod
-from trainer.peft.state import StateMethod
+from rwkv_tui.trainer.errors import ConfigError
+from rwkv_tui.trainer.peft.base import Method
+from rwkv_tui.trainer.peft.full import FullMethod, LisaMethod
+from rwkv_tui.trainer.peft.lora import LoraMethod, PissaMethod
+from rwkv_tui.trainer.peft.miss import MissMethod
+from rwkv_tui.trainer.peft.state import StateMethod
 
 METHOD_CLASSES: dict[str, type[Method]] = {
     "full": FullMethod, "lora": LoraMethod, "pissa": PissaMethod,

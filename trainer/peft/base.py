@@ -37,7 +37,7 @@ class Method:
     def load_adapter(self, model: nn.Module, tensors: dict[str, torch.Tensor],
                      metadata: dict[str, Any] | None, path=None) -> None:
         """Warm start: copy a saved adapter's tensors into the freshly applied method."""
-        from trainer.errors import CheckpointError
+        from rwkv_tui.trainer.errors import CheckpointError
 
         own = dict(unwrap(model).named_parameters())
         missing = [k for k, p in own.items() if p.requires_grad and k not in tensors]
@@ -71,7 +71,7 @@ def frozen_base(linear: nn.Linear, quant: str) -> nn.Module:
     """The frozen map an adapter sits on: the Linear itself, or its int8/nf4 version."""
     if quant == "none":
         return linear
-    from trainer.peft.quant import quantize_linear
+    from rwkv_tui.trainer.peft.quant import quantize_linear
 
     return quantize_linear(linear, quant)
 
@@ -81,7 +81,7 @@ def quantize_other_linears(model: nn.Module, quant: str, adapted: list[str]) -> 
     maps (RWKV-6/5's gates, or maps left out of `targets`), as the VRAM estimate assumes."""
     if quant == "none":
         return
-    from trainer.peft.targets import linear_targets, target_modules
+    from rwkv_tui.trainer.peft.targets import linear_targets, target_modules
 
     others = [t for t in linear_targets(model) if t not in adapted]
     for _, parent, attr, linear in target_modules(model, others):

@@ -7,7 +7,7 @@ import random
 import torch
 from torch import nn
 
-from trainer.peft.base import Method, unwrap
+from rwkv_tui.trainer.peft.base import Method, unwrap
 
 
 class FullMethod(Method):

@@ -13,9 +13,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainer.peft.adapted_linear import LoraLinear
-from trainer.peft.base import Method, freeze, frozen_base, quantize_other_linears, unwrap
-from trainer.peft.targets import target_modules
+from rwkv_tui.trainer.peft.adapted_linear import LoraLinear
+from rwkv_tui.trainer.peft.base import Method, freeze, frozen_base, quantize_other_linears, unwrap
+from rwkv_tui.trainer.peft.targets import target_modules
 
 # Trained in full alongside the adapter when `train_extras` is on (as RWKV-PEFT does).
 EXTRA_SUFFIXES = ("ln0.weight", "ln0.bias", "ln1.weight", "ln1.bias", "ln2.weight", "ln2.bias",
@@ -29,7 +29,7 @@ class LoraMethod(Method):
     def __init__(self, r: int = 32, alpha: float = 64.0, dropout: float = 0.01,
                  targets: list[str] | None = None, train_extras: bool = False, seed: int = 0,
                  quant: str = "none") -> None:
-        from trainer.config import LORA_TARGETS
+        from rwkv_tui.trainer.config import LORA_TARGETS
 
         self.r, self.alpha, self.dropout, self.quant = r, alpha, dropout, quant
         self.targets = list(targets or LORA_TARGETS)
@@ -76,7 +76,7 @@ class LoraMethod(Method):
 
     def _scale(self, alpha, r: int) -> float:
         if alpha is None:
-            from trainer.errors import CheckpointError
+            from rwkv_tui.trainer.errors import CheckpointError
 
             raise CheckpointError("the adapter file does not record LoRA alpha",
                                   hint="give it with --lora-alpha (RWKV-PEFT's default scripts use 32; "
@@ -126,7 +126,7 @@ class PissaMethod(LoraMethod):
     def load_adapter(self, model, tensors, metadata, path=None) -> None:
         """Warm start from a PiSSA file: adopt its A, B and its initial A₀, B₀, moving the
         frozen residual to W − B₀A₀ of the file so the function equals the file's."""
-        from trainer.errors import CheckpointError
+        from rwkv_tui.trainer.errors import CheckpointError
 
         if self.quant != "none":
             raise CheckpointError("warm-starting QPiSSA is not supported: the quantized residual cannot be "

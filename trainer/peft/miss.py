@@ -7,16 +7,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainer.peft.adapted_linear import MissLinear, miss_delta
-from trainer.peft.base import Method, freeze, frozen_base, quantize_other_linears, unwrap
-from trainer.peft.targets import target_modules
+from rwkv_tui.trainer.peft.adapted_linear import MissLinear, miss_delta
+from rwkv_tui.trainer.peft.base import Method, freeze, frozen_base, quantize_other_linears, unwrap
+from rwkv_tui.trainer.peft.targets import target_modules
 
 
 class MissMethod(Method):
     name = "miss"
 
     def __init__(self, r: int = 32, targets: list[str] | None = None, quant: str = "none", **_) -> None:
-        from trainer.config import LORA_TARGETS
+        from rwkv_tui.trainer.config import LORA_TARGETS
 
         self.r, self.quant = r, quant
         self.targets = list(targets or LORA_TARGETS)

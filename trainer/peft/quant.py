@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trainer.errors import ConfigError
+from rwkv_tui.trainer.errors import ConfigError
 
 QUANT_KINDS = ("int8", "nf4")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trainer.peft.base import Method, freeze, quantize_other_linears, unwrap
+from rwkv_tui.trainer.peft.base import Method, freeze, quantize_other_linears, unwrap
 
 
 class StateMethod(Method):

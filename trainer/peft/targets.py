@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from torch import nn
 
-from trainer.errors import ConfigError
+from rwkv_tui.trainer.errors import ConfigError
 
 
 def target_modules(model: nn.Module, targets: list[str]) -> Iterator[tuple[str, nn.Module, str, nn.Module]]:
@@ -25,7 +25,7 @@ def target_modules(model: nn.Module, targets: list[str]) -> Iterator[tuple[str, 
 
 def linear_targets(model: nn.Module) -> list[str]:
     """Every adaptable linear map this model's blocks have (RWKV-6/5 have two more than RWKV-7)."""
-    from trainer.config import GATED_TARGETS, LORA_TARGETS
+    from rwkv_tui.trainer.config import GATED_TARGETS, LORA_TARGETS
 
     block = model.blocks[0]
     return [t for t in LORA_TARGETS + GATED_TARGETS if hasattr(getattr(block, t.split(".")[0]), t.split(".")[1])]

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainer.atomic import atomic_write_text
+from rwkv_tui.trainer.atomic import atomic_write_text
 
 EVENT_KINDS = ("start", "step", "epoch", "checkpoint", "warning", "error", "done", "info")
 RUN_STATES = ("starting", "running", "stopping", "done", "failed", "stopped")

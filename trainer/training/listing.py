@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainer.training.folder import RunFolder
+from rwkv_tui.trainer.training.folder import RunFolder
 
 
 @dataclass(frozen=True)

@@ -17,13 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from kernels.autotune import trial_summary
-from trainer.errors import RwkvTuiError
-from trainer.training.folder import EventWriter, RunFolder
-from trainer.training.metrics import Every, SmoothedValue, Throughput, memory_snapshot
-from trainer.training.schedule import learning_rate
-from trainer.training.setup import build_training, fabric_unwrap, make_fabric
-from trainer.training.signals import StopRequest, stop_on_signals
+from rwkv_tui.kernels.autotune import trial_summary
+from rwkv_tui.trainer.errors import RwkvTuiError
+from rwkv_tui.trainer.training.folder import EventWriter, RunFolder
+from rwkv_tui.trainer.training.metrics import Every, SmoothedValue, Throughput, memory_snapshot
+from rwkv_tui.trainer.training.schedule import learning_rate
+from rwkv_tui.trainer.training.setup import build_training, fabric_unwrap, make_fabric
+from rwkv_tui.trainer.training.signals import StopRequest, stop_on_signals
 
 RESUME_FILE = "resume.ckpt"
 
@@ -61,7 +61,7 @@ def run(
     continues from its last checkpoint. `stop` lets a caller (or SIGINT/SIGTERM) end the
     run gracefully; `on_step(step, event)` is called after each optimizer step.
     """
-    from trainer.config import load_config, save_config
+    from rwkv_tui.trainer.config import load_config, save_config
 
     folder = RunFolder.at(run_dir).create()
     if resume:
@@ -98,12 +98,12 @@ def run(
 
 
 def _train(config, folder: RunFolder, events: EventWriter, *, resume: bool, stop: StopRequest, on_step) -> RunResult:
-    from trainer.checkpoint import load_checkpoint
-    from trainer.config import ensure_valid
-    from trainer.data.datasets import build_dataset
-    from trainer.peft.quant import bitsandbytes_available
-    from trainer.training.outputs import finish_outputs, save_method_output
-    from trainer.training.sampling import ResumableSampler
+    from rwkv_tui.trainer.checkpoint import load_checkpoint
+    from rwkv_tui.trainer.config import ensure_valid
+    from rwkv_tui.trainer.data.datasets import build_dataset
+    from rwkv_tui.trainer.peft.quant import bitsandbytes_available
+    from rwkv_tui.trainer.training.outputs import finish_outputs, save_method_output
+    from rwkv_tui.trainer.training.sampling import ResumableSampler
 
     hw, optim, data, epochs = config.hardware, config.optim, config.data, config.epochs
     state_dict, spec = load_checkpoint(config.model.path)
@@ -262,7 +262,7 @@ def _wandb_run(config, folder: RunFolder):
     except ImportError:
         raise RwkvTuiError("output.wandb is set but the wandb package is not installed",
                            hint="pip install wandb (and `wandb login`), or leave output.wandb empty") from None
-    from trainer.config import config_to_dict
+    from rwkv_tui.trainer.config import config_to_dict
 
     return wandb.init(project=config.output.wandb, name=folder.path.name, dir=str(folder.path),
                       config=config_to_dict(config))
@@ -270,7 +270,7 @@ def _wandb_run(config, folder: RunFolder):
 
 def _warm_start(model, method, config, events) -> None:
     """Continue from an adapter/state file (ours, or RWKV-PEFT's without metadata)."""
-    from trainer.adapters import detect_method, load_adapter_file
+    from rwkv_tui.trainer.adapters import detect_method, load_adapter_file
 
     path = config.method.init_from
     tensors, metadata = load_adapter_file(path)
@@ -346,7 +346,7 @@ def _replace(tmp: Path, path: Path) -> None:
 
 def _oom_message(spec, config) -> str:
     try:
-        from trainer.vram import estimate
+        from rwkv_tui.trainer.vram import estimate
 
         need = estimate(spec, config).total / 1024**3
         free, total = torch.cuda.mem_get_info()

@@ -112,7 +112,7 @@ def memory_snapshot(device) -> dict[str, float]:
 def all_gpus_used() -> list[dict[str, float]] | None:
     """Used/total memory of every GPU (multi-GPU runs), read through NVML so that no CUDA
     context is created on the other devices; None without NVML."""
-    from trainer.hardware import detect_gpus_nvml
+    from rwkv_tui.trainer.hardware import detect_gpus_nvml
 
     gpus = detect_gpus_nvml()
     if not gpus:

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import torch
 
-from trainer.config import DTYPE_NAMES
+from rwkv_tui.trainer.config import DTYPE_NAMES
 
 _WHOLE_MODEL_METHODS = ("full", "lisa")
 
 
 def save_method_output(model, method, spec, config, directory: Path, tag: str) -> list[Path]:
-    from trainer.adapters import save_adapter, save_state_file
-    from trainer.checkpoint import save_state_dict
+    from rwkv_tui.trainer.adapters import save_adapter, save_state_file
+    from rwkv_tui.trainer.checkpoint import save_state_dict
 
     model = getattr(model, "module", model)  # unwrap Fabric / DeepSpeed
     name = config.method.name
@@ -35,7 +35,7 @@ def save_method_output(model, method, spec, config, directory: Path, tag: str) -
 
 def finish_outputs(config, last_outputs: list[Path], directory: Path) -> list[Path]:
     """After a finished run of an adapter method: the merged model, ready to load anywhere."""
-    from trainer.adapters import merge_files
+    from rwkv_tui.trainer.adapters import merge_files
 
     if config.method.name in (*_WHOLE_MODEL_METHODS, "state") or not last_outputs:
         return []

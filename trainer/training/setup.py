@@ -51,8 +51,8 @@ def build_training(config, state_dict: dict[str, torch.Tensor], spec, fabric,
     """Frozen weights in the compute dtype, trainable ones in fp32 (master weights), the method
     applied on the CPU (PiSSA's SVD, quantization), then Fabric moves everything to the device.
     `before_optimizer(model, method)` runs once the method is applied (warm starts)."""
-    from trainer.model import model_from_state_dict
-    from trainer.peft import build_method
+    from rwkv_tui.trainer.model import model_from_state_dict
+    from rwkv_tui.trainer.peft import build_method
 
     hw, optim = config.hardware, config.optim
     model = model_from_state_dict(state_dict, spec, dtype=PRECISIONS[hw.precision][1])

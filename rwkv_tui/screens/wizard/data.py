@@ -28,7 +28,7 @@ def histogram(counts: list[int], bins: int = 24) -> list[float]:
 
 def preview_text(sample: str) -> Text:
     """Roles in colour; the trained (loss-masked-in) answer text underlined."""
-    from trainer.data.sft import ANSWER_ROLES, role_spans
+    from rwkv_tui.trainer.data.sft import ANSWER_ROLES, role_spans
 
     text = Text()
     spans = role_spans(sample)
@@ -73,8 +73,8 @@ class DataScreen(WizardStep):
     def run_check(self, path: str) -> None:
         from pathlib import Path
 
-        from trainer.data.check import check_jsonl
-        from trainer.errors import RwkvTuiError
+        from rwkv_tui.trainer.data.check import check_jsonl
+        from rwkv_tui.trainer.errors import RwkvTuiError
 
         self.state.config.data.path = path
         if not path.endswith(".jsonl"):
@@ -140,8 +140,8 @@ class DataScreen(WizardStep):
 
     @work(thread=True, exclusive=True, group="data")
     def prepare(self, path: str) -> None:
-        from trainer.data.prepare import prepare_binidx
-        from trainer.errors import RwkvTuiError
+        from rwkv_tui.trainer.data.prepare import prepare_binidx
+        from rwkv_tui.trainer.errors import RwkvTuiError
 
         bar = self.query_one("#check-progress", ProgressBar)
         prefix = path.removesuffix(".jsonl")

@@ -27,7 +27,7 @@ class HardwareScreen(WizardStep):
 
     @work(thread=True, exclusive=True)
     def detect(self) -> None:
-        from trainer.hardware import detect_hardware
+        from rwkv_tui.trainer.hardware import detect_hardware
 
         report = detect_hardware()
         self.app.call_from_thread(self._show, report)

@@ -10,7 +10,7 @@ from textual.containers import Horizontal
 from textual.widgets import DataTable, Input, Label, Static
 
 from rwkv_tui.screens.wizard.base import WizardStep
-from trainer.config import METHODS, QUANTS, RunConfig
+from rwkv_tui.trainer.config import METHODS, QUANTS, RunConfig
 
 GB = 1024**3
 WHEN_TO_USE = {
@@ -30,7 +30,7 @@ def available_quants() -> tuple[str, ...]:
 
 def method_rows(state, ctx_len: int, micro_bsz: int) -> list[dict]:
     """Every (method, quant) with its estimate; `fits` is None when there is no GPU to fit."""
-    from trainer.vram import estimate
+    from rwkv_tui.trainer.vram import estimate
 
     rows = []
     free = state.free_vram
@@ -119,7 +119,7 @@ class MethodScreen(WizardStep):
         self.refresh_table()
 
     def _choose(self, row: dict) -> None:
-        from trainer.config import apply_overrides
+        from rwkv_tui.trainer.config import apply_overrides
 
         config = self.state.config
         if config.method.name != row["method"]:

@@ -56,8 +56,8 @@ class ModelScreen(WizardStep):
 
     @work(thread=True, exclusive=True)
     def inspect(self, path: str) -> None:
-        from trainer.checkpoint import inspect_checkpoint
-        from trainer.errors import RwkvTuiError
+        from rwkv_tui.trainer.checkpoint import inspect_checkpoint
+        from rwkv_tui.trainer.errors import RwkvTuiError
 
         self.app.call_from_thread(self.query_one("#model-info", Static).update, "reading the checkpoint…")
         try:

@@ -8,8 +8,8 @@ from textual.containers import Horizontal
 from textual.widgets import Input, Label, Static
 
 from rwkv_tui.screens.wizard.base import WizardStep
-from trainer.config import coerce_value, field_help, get_field, set_field, validate
-from trainer.errors import ConfigError
+from rwkv_tui.trainer.config import coerce_value, field_help, get_field, set_field, validate
+from rwkv_tui.trainer.errors import ConfigError
 
 COMMON = ["optim.lr_init", "optim.lr_final", "optim.warmup_steps", "epochs.epoch_steps", "epochs.epoch_count",
           "epochs.epoch_save", "data.loading", "data.loss_mask", "data.accumulate_grad_batches",

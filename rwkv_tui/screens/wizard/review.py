@@ -13,7 +13,7 @@ from textual.containers import Horizontal
 from textual.widgets import Button, Input, Static
 
 from rwkv_tui.screens.wizard.base import WizardStep
-from trainer.config import config_to_dict, dumps_config, validate
+from rwkv_tui.trainer.config import config_to_dict, dumps_config, validate
 
 
 def headless_command(config) -> str:
@@ -38,7 +38,7 @@ class ReviewScreen(WizardStep):
         yield Static(Syntax(dumps_config(config, only_changes=False), "toml", theme="ansi_dark"), id="review-config")
         yield Static("[b]Headless equivalent[/b]\n" + headless_command(config), id="review-command")
         if self.state.spec is not None:
-            from trainer.vram import GB, estimate
+            from rwkv_tui.trainer.vram import GB, estimate
 
             yield Static(f"estimated VRAM: {estimate(self.state.spec, config).total / GB:.1f} GB", id="review-vram")
         with Horizontal(classes="inline-fields"):
@@ -50,8 +50,8 @@ class ReviewScreen(WizardStep):
 
     @on(Button.Pressed, "#save-preset")
     def _save(self) -> None:
-        from trainer.errors import RwkvTuiError
-        from trainer.presets import save_user_preset
+        from rwkv_tui.trainer.errors import RwkvTuiError
+        from rwkv_tui.trainer.presets import save_user_preset
 
         name = self.query_one("#preset-name", Input).value.strip()
         try:
@@ -64,7 +64,7 @@ class ReviewScreen(WizardStep):
     def action_next(self) -> None:
         from rwkv_tui.launch import launch_training
         from rwkv_tui.screens.dashboard import DashboardScreen
-        from trainer.errors import RwkvTuiError
+        from rwkv_tui.trainer.errors import RwkvTuiError
 
         hw = self.state.hardware
         problems = validate(self.state.config, self.state.spec, cuda_available=hw.has_gpu if hw else None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from trainer.config import RunConfig
+from rwkv_tui.trainer.config import RunConfig
 
 
 @dataclass
