@@ -4,7 +4,8 @@ For each op of `kernels.available_ops(device, dtype)` (torch_sequential only whe
 --ops: it is a Python loop over time steps) and each shape B×T×H×N of an RWKV-7 model's heads
 (0.1B H=12, 0.4B H=16, 1.5B H=32, 2.9B H=40; N=64), it times the forward pass (no autograd
 graph) and the forward+backward pass (gradients of all six inputs and of the initial state),
-each the best of --repeats after --warmup calls, with CUDA events on a GPU. Per row:
+each the best of --repeats after --warmup calls, with CUDA events on a GPU. Each op's function
+is called directly (kernels.dispatch.op_function), without the dispatcher's checks. Per row:
 
 * ms and tokens/s (B·T / time);
 * achieved bandwidth: the compulsory traffic divided by the time. Forward reads r,w,k,v,a,b and
@@ -37,7 +38,7 @@ import argparse
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -53,7 +54,7 @@ from bench.common import (
     run_facts,
     save_result,
 )
-from rwkv_tui.kernels import available_ops, wkv7
+from rwkv_tui.kernels.dispatch import OPS, OpEntry, WkvFn, available_ops, op_function, resolve_op
 from rwkv_tui.trainer.config import DTYPE_NAMES
 
 HEADS = {"0.1B": 12, "0.4B": 16, "1.5B": 32, "2.9B": 40}  # RWKV-7 n_embd / 64
@@ -102,10 +103,15 @@ def best_time(fn: Callable[[], object], repeats: int, warmup: int, device: torch
     return min(times)
 
 
-def run_op(op: str, xs, state, dy, d_state):
+def ready_op(op: str, device: torch.device, dtype: torch.dtype, ops: Sequence[OpEntry]) -> WkvFn:
+    """The WKV7 function of `op`, or KernelUnavailableError saying why it cannot run here."""
+    return op_function(resolve_op(op, device, dtype, ops=ops), ops=ops)
+
+
+def run_op(fn: WkvFn, xs, state, dy, d_state):
     """One forward+backward: y, final state and the seven gradients (six inputs, initial state)."""
     leaves = [x.detach().requires_grad_() for x in xs] + [state.detach().requires_grad_()]
-    y, s, _ = wkv7(*leaves[:6], state=leaves[6], op=op)
+    y, s = fn(*leaves)
     torch.autograd.backward([y, s], [dy, d_state])
     return y.detach(), s.detach(), [leaf.grad for leaf in leaves]
 
@@ -126,8 +132,9 @@ def max_errors(got, ref) -> dict:
             "rel_err": max(err(x, r) / size(r) for x, r in pairs)}
 
 
-def bench_shape(model: str, H: int, B: int, T: int, N: int, dtype_name: str, ops: list[str],
-                device: torch.device, repeats: int, warmup: int) -> list[dict]:
+def bench_shape(model: str, H: int, B: int, T: int, N: int, dtype_name: str, op_names: list[str],
+                device: torch.device, repeats: int, warmup: int, ops: Sequence[OpEntry] = OPS) -> list[dict]:
+    """Rows for the ops `op_names`, looked up in the table `ops`."""
     dtype = getattr(torch, DTYPE_NAMES[dtype_name])
     xs, state, dy, d_state = make_inputs(B, T, H, N, dtype, device)
     esize = torch.finfo(dtype).bits // 8
@@ -135,14 +142,15 @@ def bench_shape(model: str, H: int, B: int, T: int, N: int, dtype_name: str, ops
     fwd_bytes = 7 * elems * esize + 2 * state_bytes
     train_bytes = 20 * elems * esize + 4 * state_bytes
     try:
-        reference = run_op(REFERENCE, xs, state, dy, d_state)
+        reference = run_op(ready_op(REFERENCE, device, dtype, ops), xs, state, dy, d_state)
     except Exception:  # noqa: BLE001 - e.g. out of memory: time the other ops without error columns
         reference = None
     rows = []
-    for op in ops:
+    for op in op_names:
         row = {"model": model, "H": H, "N": N, "B": B, "T": T, "dtype": dtype_name, "op": op}
         try:
-            got = run_op(op, xs, state, dy, d_state)  # also the first call: compiles a kernel
+            fn = ready_op(op, device, dtype, ops)
+            got = run_op(fn, xs, state, dy, d_state)  # also the first call: compiles a kernel
             if reference is not None:
                 row.update(max_errors(got, reference))
             del got
@@ -150,12 +158,12 @@ def bench_shape(model: str, H: int, B: int, T: int, N: int, dtype_name: str, ops
 
             def forward():
                 with torch.no_grad():
-                    wkv7(*xs, state=state, op=op)
+                    fn(*xs, state)
 
             def forward_backward():
                 for leaf in leaves:
                     leaf.grad = None
-                y, s, _ = wkv7(*leaves[:6], state=leaves[6], op=op)
+                y, s = fn(*leaves)
                 torch.autograd.backward([y, s], [dy, d_state])
 
             fwd = best_time(forward, repeats, warmup, device)
@@ -204,7 +212,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> Path:
+def main(argv: list[str] | None = None, ops: Sequence[OpEntry] = OPS) -> Path:
+    """Run the benchmark over the ops of the table `ops` (a test adds fake ones) and save the rows."""
     args = parse_args(argv)
     device = torch.device(args.device)
     models = comma_list(args.models)
@@ -214,17 +223,17 @@ def main(argv: list[str] | None = None) -> Path:
     rows: list[dict] = []
     for dtype_name in dtypes:
         if args.ops:
-            ops = [REFERENCE] + [o for o in comma_list(args.ops) if o != REFERENCE]
+            op_names = [REFERENCE] + [o for o in comma_list(args.ops) if o != REFERENCE]
         else:
             skip = {REFERENCE, "torch_sequential"} if device.type == "cuda" else {REFERENCE}
-            available = available_ops(device, getattr(torch, DTYPE_NAMES[dtype_name]))
-            ops = [REFERENCE] + [o for o in available if o not in skip]
+            available = available_ops(device, getattr(torch, DTYPE_NAMES[dtype_name]), ops=ops)
+            op_names = [REFERENCE] + [o for o in available if o not in skip]
         for model in models:
             H = HEADS.get(model, 2)  # smoke: 2 heads
             for B in batches:
                 for T in lengths:
-                    rows += bench_shape(model, H, B, T, args.head_size, dtype_name, ops, device,
-                                        args.repeats, args.warmup)
+                    rows += bench_shape(model, H, B, T, args.head_size, dtype_name, op_names, device,
+                                        args.repeats, args.warmup, ops)
     print_table(rows, COLUMNS)
     extra = {"note": "fwd = forward without autograd; fwd_bwd = forward + backward (all six inputs and the "
                      "initial state); best of repeats after warm-up; GBps = compulsory traffic / time; "

@@ -1,6 +1,7 @@
 """WKV operators. `wkv7(r, w, k, v, a, b, state=None, op="auto") -> (y, state, op)`; `wkv6`, `wkv5`.
 
-Imports only torch: the engine (`trainer`) builds on this, never the other way round.
+Imports only torch: the engine (`trainer`) builds on this, never the other way round. The GPU
+ops' modules (and triton, rwkv-fla) load on first use; kernels.dispatch.OPS lists every op.
 """
 
 from rwkv_tui import refuse_bare_import
@@ -11,7 +12,6 @@ from rwkv_tui.kernels.dispatch import (
     KernelUnavailableError,
     Wkv7Output,
     available_ops,
-    register_op,
     resolve_op,
     wkv7,
 )
@@ -19,5 +19,5 @@ from rwkv_tui.kernels.wkv6 import wkv5, wkv6
 from rwkv_tui.kernels.wkv7_chunked import wkv7_chunked
 from rwkv_tui.kernels.wkv7_reference import wkv7_sequential
 
-__all__ = ["KernelUnavailableError", "Wkv7Output", "available_ops", "register_op", "resolve_op", "wkv5", "wkv6",
+__all__ = ["KernelUnavailableError", "Wkv7Output", "available_ops", "resolve_op", "wkv5", "wkv6",
            "wkv7", "wkv7_chunked", "wkv7_sequential"]

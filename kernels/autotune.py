@@ -6,7 +6,10 @@ sequences), so rather than trusting a fixed order the first call of each kind (d
 head size, batch×heads and length, both rounded up to a power of two and capped) measures a
 forward+backward of every candidate and remembers the winner for the process. An op that fails (a kernel
 that does not compile here, say) is dropped with a warning. RWKV_TUI_WKV_AUTO=fixed skips
-the measurement and uses the registry's priority order.
+the measurement and uses the table's priority order (kernels.dispatch.OPS).
+
+The remembered choices are the kernels' only process-wide state; `reset_autotune()` forgets them.
+This module knows nothing of the op table: the dispatcher hands it the candidates.
 """
 
 from __future__ import annotations
@@ -14,10 +17,13 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
-from rwkv_tui.kernels.dispatch import _REGISTRY, available_ops
+if TYPE_CHECKING:  # the dispatcher imports this module, never the other way round
+    from rwkv_tui.kernels.dispatch import OpEntry
 
 log = logging.getLogger(__name__)
 
@@ -27,22 +33,39 @@ NEVER_MEASURED = {"torch_sequential"}
 # never needs more memory than a training step already has.
 MAX_TRIAL_BATCH_HEADS = 256
 MAX_TRIAL_STEPS = 1024
-_CHOSEN: dict[tuple, str] = {}
-# What the measurement saw, for logs and benchmarks: key -> {op: seconds or error text}.
-MEASUREMENTS: dict[tuple, dict[str, float | str]] = {}
+
+# What a trial measured, for logs and events.jsonl: {"wkv7 cuda:0 bfloat16 N=64 BH=32 T=1024": {op: ms or error}}.
+Trials = dict[str, dict[str, float | str]]
 
 
-def fastest_op(device: torch.device, dtype: torch.dtype, shape: tuple[int, ...], family: str = "wkv7") -> str:
-    """The op to run for inputs of `shape` [B, T, H, N] on `device` in `dtype`."""
+class OpChoice(NamedTuple):
+    op: str             # the op to run
+    trials_ms: Trials   # the measurement that picked it; empty when nothing was measured
+
+
+# (device, dtype, head size, trial B·H, trial T) -> the choice for that kind of input.
+_CHOICES: dict[tuple, OpChoice] = {}
+
+
+def reset_autotune() -> None:
+    """Forget every measurement and choice: the next `op="auto"` call on a GPU measures again.
+    For tests, and for a benchmark that must not inherit an earlier run's choice."""
+    _CHOICES.clear()
+
+
+def fastest_op(device: torch.device, dtype: torch.dtype, shape: tuple[int, ...],
+               available: Sequence[OpEntry]) -> OpChoice:
+    """The op to run for WKV7 inputs of `shape` [B, T, H, N] on `device` in `dtype`, among
+    `available` (the ops that can run there, best first), measured on the first call of each kind."""
     B, T, H, N = shape
-    key = (family, str(device), dtype, N, trial_size(B * H, MAX_TRIAL_BATCH_HEADS), trial_size(T, MAX_TRIAL_STEPS))
-    if key not in _CHOSEN:
-        candidates = [op for op in available_ops(device, dtype, family) if op not in NEVER_MEASURED]
-        if os.environ.get("RWKV_TUI_WKV_AUTO") == "fixed" or len(candidates) <= 1 or family != "wkv7":
-            _CHOSEN[key] = candidates[0] if candidates else available_ops(device, dtype, family)[0]
+    key = (str(device), dtype, N, trial_size(B * H, MAX_TRIAL_BATCH_HEADS), trial_size(T, MAX_TRIAL_STEPS))
+    if key not in _CHOICES:
+        candidates = [op for op in available if op.name not in NEVER_MEASURED]
+        if os.environ.get("RWKV_TUI_WKV_AUTO") == "fixed" or len(candidates) <= 1:
+            _CHOICES[key] = OpChoice((candidates or available)[0].name, {})
         else:
-            _CHOSEN[key] = _measure(key, candidates, device, dtype)
-    return _CHOSEN[key]
+            _CHOICES[key] = _measure(key, candidates)
+    return _CHOICES[key]
 
 
 def trial_size(n: int, cap: int) -> int:
@@ -50,31 +73,29 @@ def trial_size(n: int, cap: int) -> int:
     return min(1 << max(n - 1, 0).bit_length(), cap)
 
 
-def trial_summary() -> dict[str, dict[str, float | str]]:
-    """What "auto" measured so far, for events.jsonl:
-    "wkv7 cuda:0 bfloat16 N=64 BH=32 T=1024" -> {op: ms or error}."""
-    return {f"{family} {device} {str(dtype).removeprefix('torch.')} N={n} BH={bh} T={t}":
-            {op: round(seconds * 1e3, 4) if isinstance(seconds, float) else seconds
-             for op, seconds in results.items()}
-            for (family, device, dtype, n, bh, t), results in MEASUREMENTS.items()}
+def _trial_label(key: tuple) -> str:
+    device, dtype, head_size, batch_heads, steps = key
+    return f"wkv7 {device} {str(dtype).removeprefix('torch.')} N={head_size} BH={batch_heads} T={steps}"
 
 
-def _measure(key, candidates, device, dtype) -> str:
-    family, _, _, head_size, batch_heads, steps = key
-    results = time_ops(candidates, device, dtype, (1, steps, batch_heads, head_size), family)
-    MEASUREMENTS[key] = results
+def _measure(key: tuple, candidates: Sequence[OpEntry]) -> OpChoice:
+    device, dtype, head_size, batch_heads, steps = key
+    results = time_ops({op.name: op.functions["wkv7"] for op in candidates}, torch.device(device), dtype,
+                       (1, steps, batch_heads, head_size))
     timed = {op: t for op, t in results.items() if isinstance(t, float)}
-    choice = min(timed, key=timed.get) if timed else candidates[-1]
+    choice = min(timed, key=timed.get) if timed else candidates[-1].name
     log.info("WKV op for %s %s N=%d B·H=%d T=%d: %s (%s)", device, dtype, head_size, batch_heads, steps,
              choice, ", ".join(f"{op} {t * 1e3:.2f} ms" if isinstance(t, float) else f"{op} failed"
                        for op, t in results.items()))
-    return choice
+    milliseconds = {op: round(t * 1e3, 4) if isinstance(t, float) else t for op, t in results.items()}
+    return OpChoice(choice, {_trial_label(key): milliseconds})
 
 
-def time_ops(ops, device: torch.device, dtype: torch.dtype, shape: tuple[int, int, int, int],
-             family: str = "wkv7") -> dict[str, float | str]:
-    """Best forward+backward seconds of each op on random RWKV-7-like inputs of `shape`
-    [B, T, H, N], or the error it raised. Ops that fail here are not fatal: that is what they report."""
+def time_ops(ops: Mapping[str, Callable], device: torch.device, dtype: torch.dtype,
+             shape: tuple[int, int, int, int]) -> dict[str, float | str]:
+    """Best forward+backward seconds of each WKV7 op (name -> function) on random RWKV-7-like
+    inputs of `shape` [B, T, H, N], or the error it raised. Ops that fail here are not fatal:
+    that is what they report."""
     g = torch.Generator(device=device).manual_seed(0)
 
     def rand(scale=1.0):
@@ -84,12 +105,12 @@ def time_ops(ops, device: torch.device, dtype: torch.dtype, shape: tuple[int, in
     inputs = [rand(), -0.5 - rand(0.5).float().abs().to(dtype), rand(0.5), rand(), (-kk).to(dtype),
               (kk * 0.5).to(dtype)]
     results: dict[str, float | str] = {}
-    for op in ops:
+    for name, fn in ops.items():
         try:
-            results[op] = _time_one(_REGISTRY[family][op].fn, inputs, device)
+            results[name] = _time_one(fn, inputs, device)
         except Exception as error:  # noqa: BLE001 - any failing kernel is skipped, not fatal
-            results[op] = f"{type(error).__name__}: {error}"
-            log.warning("WKV op %s failed its trial run and will not be used: %s", op, error)
+            results[name] = f"{type(error).__name__}: {error}"
+            log.warning("WKV op %s failed its trial run and will not be used: %s", name, error)
     return results
 
 

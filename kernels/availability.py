@@ -1,4 +1,4 @@
-"""The checks every GPU op starts its availability with (see kernels.dispatch.register_op)."""
+"""The checks every GPU op starts its availability with (see kernels.dispatch.OPS)."""
 
 from __future__ import annotations
 

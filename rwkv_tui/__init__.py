@@ -8,7 +8,7 @@ def refuse_bare_import(module_name: str) -> None:
 
     The folders install as rwkv_tui.trainer, rwkv_tui.kernels and rwkv_tui.presets. With the
     repository root on sys.path (`python -c` there) a bare import would load a second copy of
-    every module with a second kernel registry, and shadow other packages of that name
+    every module (a second autotune cache, second config classes), and shadow other packages of that name
     (bitsandbytes tries Hugging Face's `kernels`); so it fails as if the folder were not there.
     """
     if not module_name.startswith("rwkv_tui."):

@@ -7,13 +7,14 @@ from pathlib import Path
 from textual.app import App
 
 from rwkv_tui.screens.home import HomeScreen
+from rwkv_tui.trainer.training.folder import DEFAULT_RUNS_ROOT
 
 
 class RwkvTuiApp(App):
     TITLE = "rwkv-tui"
     CSS_PATH = "app.tcss"
 
-    def __init__(self, *, attach: str | Path | None = None, runs_root: str | Path = "runs") -> None:
+    def __init__(self, *, attach: str | Path | None = None, runs_root: str | Path = DEFAULT_RUNS_ROOT) -> None:
         super().__init__()
         self.attach_to = attach
         self.runs_root = str(runs_root)
@@ -26,6 +27,6 @@ class RwkvTuiApp(App):
             self.push_screen(DashboardScreen(self.attach_to))
 
 
-def run_app(attach: str | Path | None = None, runs_root: str | Path = "runs") -> int:
+def run_app(attach: str | Path | None = None, runs_root: str | Path = DEFAULT_RUNS_ROOT) -> int:
     RwkvTuiApp(attach=attach, runs_root=runs_root).run()
     return 0

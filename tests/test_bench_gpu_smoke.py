@@ -13,7 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench` is no
 
 from bench import gpu_kernels, gpu_trainer  # noqa: E402
 from bench.seeds_vram import SEEDS_VRAM_GB, seeds_gb  # noqa: E402
-from rwkv_tui.kernels import dispatch, register_op  # noqa: E402
+from rwkv_tui.kernels.dispatch import OPS, OpEntry  # noqa: E402
+from rwkv_tui.kernels.wkv7_chunked import wkv7_chunked  # noqa: E402
 
 
 def _load(path: Path) -> dict:
@@ -22,20 +23,21 @@ def _load(path: Path) -> dict:
     return data
 
 
-def test_kernel_benchmark_smoke(tmp_path, monkeypatch):
+def test_kernel_benchmark_smoke(tmp_path):
     # A wrong op and a broken one must show up as such, not vanish or stop the run.
-    monkeypatch.setattr(dispatch, "_REGISTRY", {f: dict(ops) for f, ops in dispatch._REGISTRY.items()})
-
     def wrong(r, w, k, v, a, b, state):
-        y, s = dispatch._REGISTRY["wkv7"]["torch_chunked"].fn(r, w, k, v, a, b, state)
+        y, s = wkv7_chunked(r, w, k, v, a, b, state)
         return y * 1.5, s
 
     def broken(*_):
         raise RuntimeError("does not compile here")
 
-    register_op("bench_wrong", wrong, lambda device, dtype: None)
-    register_op("bench_broken", broken, lambda device, dtype: None)
-    path = gpu_kernels.main(["--smoke", "--device", "cpu", "--out", str(tmp_path)])
+    def everywhere(device, dtype):
+        return None
+
+    ops = (*OPS, OpEntry("bench_wrong", 0, everywhere, {"wkv7": wrong}),
+           OpEntry("bench_broken", 0, everywhere, {"wkv7": broken}))
+    path = gpu_kernels.main(["--smoke", "--device", "cpu", "--out", str(tmp_path)], ops=ops)
     assert path.parent == tmp_path
     data = _load(path)
     assert data["command"].startswith("python3 bench/gpu_kernels.py --smoke")

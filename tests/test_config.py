@@ -6,7 +6,11 @@ import pytest
 
 from rwkv_tui.trainer.config import (
     RunConfig,
+    SECTION_CHECKS,
+    SECTIONS,
+    ValidationFacts,
     apply_overrides,
+    config_from_dict,
     config_to_dict,
     ensure_valid,
     field_choices,
@@ -66,6 +70,32 @@ def test_unknown_keys_get_a_suggestion(tmp_path):
         load_config(bad)
 
 
+def test_loading_reports_every_problem_at_once():
+    data = {"optimizer": {"lr_init": 1e-4},                 # unknown section
+            "data": {"ctx_length": 2048, "ctx_len": 512},   # unknown setting beside a good one
+            "epochs": {"epoch_count": "three"},             # wrong type
+            "method": {"name": "lora", "quant": "int4"}}    # not one of the choices
+    with pytest.raises(ConfigError, match=r"4 problem\(s\)") as exc:
+        config_from_dict(data, source="mine.toml")
+    text = str(exc.value)
+    assert text.startswith("mine.toml: 4 problem(s)")
+    for line in ["optimizer: unknown section [optimizer] — did you mean [optim]?",
+                 "data.ctx_length: unknown setting 'data.ctx_length' — did you mean 'data.ctx_len'?",
+                 "epochs.epoch_count: 'three' is not a valid int — e.g. epochs.epoch_count=1",
+                 "method.quant: 'int4' is not a valid choice — choose from: none, int8, nf4"]:
+        assert line in text, text
+
+
+def test_a_single_loading_problem_keeps_its_own_message_and_hint():
+    with pytest.raises(ConfigError) as exc:
+        config_from_dict({"method": {"name": "qlora"}, "data": {"ctx_len": 256}})
+    assert (exc.value.field, exc.value.message) == ("method.name", "'qlora' is not a valid choice")
+    assert "lora" in exc.value.hint
+    with pytest.raises(ConfigError, match=r"\[hardware\] must be a table") as exc:
+        config_from_dict({"hardware": 1})
+    assert exc.value.field == "hardware" and "[hardware] header" in exc.value.hint
+
+
 def test_overrides_are_typed():
     config = apply_overrides(RunConfig(), ["optim.lr_init=1e-4", "hardware.grad_cp=false", "data.ctx_len=2048",
                                            "method.targets=att.key, att.value", "method.alpha=16"])
@@ -96,6 +126,21 @@ def test_validation_returns_every_problem_at_once():
     with pytest.raises(ConfigError, match=r"problem\(s\)") as exc:
         ensure_valid(config, cuda_available=False)
     assert "method.quant" in str(exc.value) and "hardware.strategy" in str(exc.value)
+
+
+def test_each_section_check_reports_only_its_own_section():
+    config = RunConfig.for_method("state", model__path="", data__path="", method__lisa_k=0, data__micro_bsz=0,
+                                  epochs__epoch_save=0, optim__beta1=1.5, hardware__devices=0,
+                                  hardware__precision="fp16")
+    facts = ValidationFacts(cuda_available=False)
+    reported = {check.__name__: {p.field for p in check(config, facts)} for check in SECTION_CHECKS}
+    for section in SECTIONS:
+        if f"{section}_problems" in reported:
+            fields = reported[f"{section}_problems"]
+            assert fields and all(f.split(".")[0] == section for f in fields), (section, fields)
+    assert reported["cross_section_problems"] == {"hardware.precision"}  # state tuning in fp16
+    assert reported["field_type_problems"] == set()
+    assert sum(len(check(config, facts)) for check in SECTION_CHECKS) == len(validate(config, cuda_available=False))
 
 
 def test_model_dependent_checks():

@@ -227,6 +227,35 @@ def test_sft_masks_cover_exactly_the_answers(tmp_path):
     assert trained_text(system_tokens, system_mask) == " Guangzhou."
 
 
+def test_one_pipeline_gives_make_data_ids_and_per_token_masks():
+    from rwkv_tui.trainer.data.sft import token_mask
+    from rwkv_tui.trainer.data.tokenize import tokenize_documents
+
+    tok = get_tokenizer()
+    ids = [tok.encode(t) + [0] for t in GOOD]
+    masks = [token_mask(t, np.array([len(tok.token_bytes(i)) for i in d[:-1]])) for t, d in zip(GOOD, ids)]
+    docs = tokenize_documents(GOOD)
+    assert docs.tokens.dtype == np.uint16 and docs.tokens.tolist() == [i for d in ids for i in d]
+    assert docs.sizes.tolist() == [len(d) for d in ids]
+    assert docs.masks.tolist() == np.concatenate(masks).tolist()
+    in_a_worker = tokenize_documents(GOOD, with_masks=False, threads=False)
+    assert in_a_worker.masks is None and in_a_worker.tokens.tolist() == docs.tokens.tolist()
+    assert len(tokenize_documents([]).tokens) == 0
+
+
+def test_answer_byte_ranges_count_multibyte_characters():
+    from rwkv_tui.trainer.data.sft import role_spans, trained_byte_ranges
+
+    text = "User: 你好 😀?\n\nAssistant: 好的 é\n\nUser: 再见\n\nResponse: 👋 bye"
+
+    def byte_offset(i):
+        return len(text[:i].encode("utf-8"))
+    answers = [(s, e) for role, s, e in role_spans(text) if role in ("Assistant", "Response")]
+    expected = [(byte_offset(s), byte_offset(e)) for s, e in answers]
+    assert trained_byte_ranges(text) == expected
+    assert text.encode("utf-8")[expected[0][0]:expected[0][1]] == " 好的 é\n\n".encode("utf-8")
+
+
 def test_sft_mask_sidecar_matches_the_jsonl_masks(tmp_path):
     source = write_jsonl(tmp_path / "d.jsonl", GOOD)
     prepare_binidx(source, tmp_path / "d", sft_mask=True, workers=1)

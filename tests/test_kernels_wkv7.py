@@ -18,14 +18,15 @@ import torch.nn.functional as F
 
 from rwkv_tui.kernels import (
     KernelUnavailableError,
+    autotune,
     available_ops,
     dispatch,
-    register_op,
     resolve_op,
     wkv7,
     wkv7_chunked,
     wkv7_sequential,
 )
+from rwkv_tui.kernels.dispatch import OPS, LazyFunction, OpEntry, choose_op, op_function
 from rwkv_tui.kernels.wkv7_chunked import safe_chunk_length
 
 NAMES = ["r", "w", "k", "v", "a", "b", "state"]
@@ -238,23 +239,60 @@ def test_dispatcher_reports_the_op_and_explains_refusals():
         resolve_op("fast", "cpu")
 
 
-def test_registered_op_is_chosen_where_available(monkeypatch):
-    """How the GPU ops plug in: a function plus an availability check."""
-    monkeypatch.setattr(dispatch, "_REGISTRY", {f: dict(ops) for f, ops in dispatch._REGISTRY.items()})
+def test_the_result_unpacks_as_before_and_carries_no_trial_on_cpu():
+    out = wkv7(*make_inputs(1, 3, 1, 4))
+    y, state, op = out
+    assert y is out.y and state is out.state and op == out.op == "torch_chunked"
+    assert out.trials_ms == {}  # "auto" measures only on a GPU
+
+
+def test_an_op_runs_where_its_availability_check_allows():
+    """How a row is chosen: its availability check first, then its priority."""
     calls = []
 
     def fake_op(r, w, k, v, a, b, state):
         calls.append(r.dtype)
         return wkv7_sequential(r, w, k, v, a, b, state)
 
-    register_op("triton", fake_op, lambda device, dtype: None if dtype == torch.float64 else "fp64 only here",
-                priority=20)
+    fp64_only = OpEntry("triton", 20, lambda device, dtype: None if dtype == torch.float64 else "fp64 only here",
+                        {"wkv7": fake_op})
+    table = (*(entry for entry in OPS if entry.name != "triton"), fp64_only)
     x = make_inputs(1, 3, 1, 4)
-    assert wkv7(*x).op == "triton" and calls == [torch.float64]
-    assert available_ops("cpu", torch.float32) == ["torch_chunked", "torch_sequential"]
-    assert wkv7(*[t.float() for t in x]).op == "torch_chunked"
+    assert choose_op("auto", x[0], ops=table) == ("triton", {})
+    op_function("triton", ops=table)(*x, None)
+    assert calls == [torch.float64]
+    assert available_ops("cpu", torch.float32, ops=table) == ["torch_chunked", "torch_sequential"]
+    assert resolve_op("auto", "cpu", torch.float32, ops=table) == "torch_chunked"
     with pytest.raises(KernelUnavailableError, match="fp64 only here"):
-        wkv7(*[t.float() for t in x], op="triton")
+        resolve_op("triton", "cpu", torch.float32, ops=table)
+
+
+def test_the_table_lists_each_op_once_for_the_families_it_serves():
+    assert [entry.name for entry in OPS] == ["cuda", "triton", "triton_chunked", "fla", "torch_chunked",
+                                             "torch_sequential"]  # written best first
+    assert [entry.priority for entry in OPS] == sorted((entry.priority for entry in OPS), reverse=True)
+    for family in ("wkv6", "wkv5"):  # rwkv-fla's kernel has no RWKV-6/5 form
+        assert [entry.name for entry in dispatch.family_ops(family)] == [
+            "cuda", "triton", "triton_chunked", "torch_chunked", "torch_sequential"]
+    with pytest.raises(KernelUnavailableError, match="unknown wkv6 op 'fla'"):
+        resolve_op("fla", "cpu", family="wkv6")
+
+
+def test_every_lazily_named_function_exists():
+    lazy = [f for entry in OPS for f in (entry.availability, *entry.functions.values())
+            if isinstance(f, LazyFunction)]
+    assert len(lazy) >= 5  # every GPU op names its module instead of importing it
+    for function in lazy:
+        assert callable(function.load()), function
+
+
+def test_importing_the_kernels_loads_no_gpu_module():
+    code = ("import sys, rwkv_tui.kernels; "
+            "print(' '.join(m for m in sys.modules if m.split('.')[0] in ('triton', 'rwkvfla', 'fla') "
+            "or m.split('.')[-1] in ('wkv7_cuda', 'wkv7_triton', 'wkv7_triton_jit', 'wkv7_fla', "
+            "'chunk_state_pass', 'availability')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.split() == []
 
 
 def test_bad_shapes_are_named():
@@ -337,24 +375,22 @@ def test_sequential_matches_the_official_rwkv_package(tmp_path):
     assert rel(official["out"], F.group_norm(y.view(T, H * N), H, eps=64e-5)) < 1e-4
 
 
-if __name__ == "__main__":
-    _run_official_time_mix(sys.argv[1], sys.argv[2])
+@pytest.fixture
+def fresh_autotune():
+    """The autotune cache is the kernels' one process-wide state: a test starts and ends with it empty."""
+    autotune.reset_autotune()
+    yield
+    autotune.reset_autotune()
 
 
-def test_auto_on_gpu_measures_each_op_once_and_drops_failing_ones(monkeypatch):
+def test_auto_measures_each_op_once_and_drops_failing_ones(fresh_autotune, monkeypatch):
     """kernels.autotune: the fastest op wins, a failing op is skipped, the choice is cached."""
-    from rwkv_tui.kernels import autotune
-
-    monkeypatch.setattr(dispatch, "_REGISTRY", {"wkv7": {}})
-    monkeypatch.setattr(autotune, "_REGISTRY", dispatch._REGISTRY)
-    monkeypatch.setattr(autotune, "_CHOSEN", {})
-    monkeypatch.setattr(autotune, "MEASUREMENTS", {})
     calls = {"slow": 0, "fast": 0}
 
     def slow(*x):
         calls["slow"] += 1
-        time.sleep(0.02)  # a clear margin on a busy CI machine
-        return wkv7_sequential(*x)
+        time.sleep(0.02)  # a clear margin on a busy CI machine: the same work as `fast`, and a wait
+        return wkv7_chunked(*x)
 
     def fast(*x):
         calls["fast"] += 1
@@ -363,19 +399,45 @@ def test_auto_on_gpu_measures_each_op_once_and_drops_failing_ones(monkeypatch):
     def broken(*x):
         raise RuntimeError("does not compile here")
 
-    for name, fn, priority in [("slow", slow, 50), ("fast", fast, 40), ("broken", broken, 60)]:
-        register_op(name, fn, lambda device, dtype: None, priority=priority)
+    def everywhere(device, dtype):
+        return None
+
+    candidates = [OpEntry(name, priority, everywhere, {"wkv7": fn})
+                  for name, fn, priority in [("broken", broken, 60), ("slow", slow, 50), ("fast", fast, 40)]]
     cpu = torch.device("cpu")
-    assert autotune.fastest_op(cpu, torch.float32, (1, 50, 3, 16)) == "fast"
-    key = ("wkv7", "cpu", torch.float32, 16, 4, 64)  # B·H and T rounded up to powers of two
-    assert isinstance(autotune.MEASUREMENTS[key]["slow"], float)
-    assert "does not compile" in autotune.MEASUREMENTS[key]["broken"]
-    summary = autotune.trial_summary()["wkv7 cpu float32 N=16 BH=4 T=64"]  # what events.jsonl shows
-    assert summary["slow"] >= 20.0 and "does not compile" in summary["broken"]
+    choice = autotune.fastest_op(cpu, torch.float32, (1, 50, 3, 16), candidates)
+    assert choice.op == "fast"
+    (label, trials), = choice.trials_ms.items()  # what events.jsonl shows
+    assert label == "wkv7 cpu float32 N=16 BH=4 T=64"  # B·H and T rounded up to powers of two
+    assert trials["slow"] >= 20.0 and trials["fast"] < trials["slow"] and "does not compile" in trials["broken"]
     before = dict(calls)
-    assert autotune.fastest_op(cpu, torch.float32, (2, 64, 2, 16)) == "fast" and calls == before  # same kind
-    autotune.fastest_op(cpu, torch.float32, (1, 1, 2, 16))  # one token (generation) is measured apart
-    assert ("wkv7", "cpu", torch.float32, 16, 2, 1) in autotune.MEASUREMENTS
+    assert autotune.fastest_op(cpu, torch.float32, (2, 64, 2, 16), candidates) == choice  # same kind
+    assert calls == before
+    one_token = autotune.fastest_op(cpu, torch.float32, (1, 1, 2, 16), candidates)  # generation: measured apart
+    assert list(one_token.trials_ms) == ["wkv7 cpu float32 N=16 BH=2 T=1"]
     assert autotune.trial_size(5000, 1024) == 1024 and autotune.trial_size(1, 1024) == 1
     monkeypatch.setenv("RWKV_TUI_WKV_AUTO", "fixed")
-    assert autotune.fastest_op(cpu, torch.float32, (1, 8, 1, 32)) == "broken"  # priority order, no measuring
+    assert autotune.fastest_op(cpu, torch.float32, (1, 8, 1, 32), candidates) == ("broken", {})  # priority order
+    monkeypatch.delenv("RWKV_TUI_WKV_AUTO")
+    autotune.reset_autotune()  # forgets every choice: the same kind of input is measured again
+    before = dict(calls)
+    assert autotune.fastest_op(cpu, torch.float32, (1, 50, 3, 16), candidates).op == "fast"
+    assert calls["fast"] > before["fast"]
+
+
+@pytest.mark.cuda
+def test_auto_on_a_gpu_returns_what_its_trial_measured(fresh_autotune):
+    candidates = [op for op in available_ops("cuda", torch.float32) if op not in autotune.NEVER_MEASURED]
+    if len(candidates) < 2:
+        pytest.skip(f"only {candidates} can run here: nothing to measure")
+    x = [t.float().cuda() for t in make_inputs(1, 64, 2, 16)]
+    out = wkv7(*x)
+    (label, trials), = out.trials_ms.items()
+    assert label == f"wkv7 {x[0].device} float32 N=16 BH=2 T=64"
+    assert out.op == min((op for op in trials if isinstance(trials[op], float)), key=trials.get)
+    assert wkv7(*x).trials_ms == out.trials_ms  # one measurement per kind of input
+    assert wkv7(*x, op="torch").trials_ms == {}  # a named op is not measured
+
+
+if __name__ == "__main__":
+    _run_official_time_mix(sys.argv[1], sys.argv[2])

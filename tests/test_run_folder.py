@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
-from rwkv_tui.trainer.training.folder import EventReader, EventWriter, RunFolder, read_all_events
+from rwkv_tui.trainer.training.folder import (
+    DEFAULT_RUNS_ROOT,
+    EventReader,
+    EventWriter,
+    RunFolder,
+    config_run_dir,
+    new_run_dir,
+    read_all_events,
+)
 from rwkv_tui.trainer.training.schedule import learning_rate
 
 
@@ -55,6 +64,45 @@ def test_status_is_merged_and_pid_liveness(tmp_path):
     assert folder.trainer_pid() == os.getpid()
     folder.pid_file.write_text("999999999")
     assert folder.trainer_pid() is None
+
+
+def test_run_folders_are_named_prefix_and_local_start_time(tmp_path):
+    import time
+
+    when = time.mktime((2024, 3, 5, 14, 7, 9, 0, 0, -1))
+    assert new_run_dir(tmp_path, "demo", when) == tmp_path / "demo-20240305-140709"
+    assert new_run_dir("~/x", "lora", when) == Path.home() / "x" / "lora-20240305-140709"
+    from rwkv_tui.trainer.config import RunConfig
+
+    state = RunConfig.for_method("state", output__proj_dir=str(tmp_path))
+    assert config_run_dir(state, when) == tmp_path / "state-20240305-140709"
+    assert config_run_dir(RunConfig(), when) == Path(DEFAULT_RUNS_ROOT) / "lora-20240305-140709"
+
+
+def test_one_default_runs_root_everywhere():
+    import inspect
+
+    from rwkv_tui.app import RwkvTuiApp, run_app
+    from rwkv_tui.cli import build_parser
+    from rwkv_tui.screens.home import HomeScreen
+    from rwkv_tui.screens.runs import RunsScreen
+    from rwkv_tui.trainer.config import RunConfig
+
+    assert RunConfig().output.proj_dir == DEFAULT_RUNS_ROOT != ""
+    parser = build_parser()
+    assert parser.parse_args(["runs"]).root == parser.parse_args(["attach"]).root == DEFAULT_RUNS_ROOT
+    for function, name in [(RwkvTuiApp.__init__, "runs_root"), (run_app, "runs_root"),
+                           (HomeScreen.__init__, "runs_root"), (RunsScreen.__init__, "root")]:
+        assert inspect.signature(function).parameters[name].default == DEFAULT_RUNS_ROOT, function
+
+
+def test_the_demo_keeps_its_runs_under_its_folder(tmp_path):
+    from rwkv_tui.trainer.config import load_config
+    from rwkv_tui.trainer.demo import create_demo
+
+    workspace = create_demo(tmp_path / "demo")
+    assert workspace.runs == tmp_path / "demo" / DEFAULT_RUNS_ROOT
+    assert load_config(workspace.config).output.proj_dir == str(workspace.runs)
 
 
 def test_schedules():

@@ -20,9 +20,23 @@ def fixed_run(tmp_path):
 
 async def _until(pilot, condition, timeout=10.0):
     deadline = time.monotonic() + timeout
-    while not condition() and time.monotonic() < deadline:
+    while not condition():
+        assert time.monotonic() < deadline, "the screen did not get ready in time"
         await pilot.pause(0.05)
     await pilot.pause()
+
+
+async def _open(pilot, screen, ready=lambda: True):
+    """Push `screen` and wait until it is shown, its workers are done and `ready()` holds,
+    rather than sleeping a fixed time that a slow machine may overrun."""
+    pilot.app.push_screen(screen)
+    await _until(pilot, lambda: pilot.app.screen is screen and screen.is_mounted)
+    # DirectoryTree keeps a "_loader" worker alive for the screen's lifetime: not waited for.
+    # (An empty list would mean "wait for every worker".)
+    finite = [w for w in pilot.app.workers if w.group != "_loader"]
+    if finite:
+        await pilot.app.workers.wait_for_complete(finite)
+    await _until(pilot, ready)
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -52,8 +66,7 @@ def test_method_screen_snapshot(snap_compare, size):
     app = RwkvTuiApp(runs_root=Path("/nonexistent"))
 
     async def open_method(pilot):
-        app.push_screen(screen_for("method", state))
-        await pilot.pause(0.3)
+        await _open(pilot, screen_for("method", state))
 
     assert snap_compare(app, terminal_size=size, run_before=open_method)
 
@@ -84,8 +97,7 @@ def test_wizard_screen_snapshots(snap_compare, monkeypatch, step, size):
     app = RwkvTuiApp(runs_root=Path("/nonexistent"))
 
     async def open_step(pilot):
-        app.push_screen(screen_for(step, state))
-        await pilot.pause(0.5)
+        await _open(pilot, screen_for(step, state))
 
     assert snap_compare(app, terminal_size=size, run_before=open_step)
 
@@ -98,8 +110,7 @@ def test_presets_screen_snapshot(snap_compare, monkeypatch, tmp_path, size):
     app = RwkvTuiApp(runs_root=Path("/nonexistent"))
 
     async def open_presets(pilot):
-        app.push_screen(PresetsScreen())
-        await pilot.pause(0.3)
+        await _open(pilot, PresetsScreen())
 
     assert snap_compare(app, terminal_size=size, run_before=open_presets)
 
@@ -113,8 +124,10 @@ def test_model_screen_snapshot(snap_compare, monkeypatch, size):
     app = RwkvTuiApp(runs_root=Path("/nonexistent"))
 
     async def open_steps(pilot):
-        app.push_screen(screen_for("model", WizardState()))
-        await pilot.pause(0.5)
+        from textual.widgets import DirectoryTree
+
+        screen = screen_for("model", WizardState())
+        await _open(pilot, screen, ready=lambda: bool(screen.query_one(DirectoryTree).root.children))
 
     assert snap_compare(app, terminal_size=size, run_before=open_steps)
 
@@ -126,8 +139,7 @@ def test_data_screen_snapshot(snap_compare, size):
     app = RwkvTuiApp(runs_root=Path("/nonexistent"))
 
     async def open_data(pilot):
-        app.push_screen(screen_for("data", WizardState()))
-        await pilot.pause(0.3)
+        await _open(pilot, screen_for("data", WizardState()))
 
     assert snap_compare(app, terminal_size=size, run_before=open_data)
 
@@ -148,8 +160,7 @@ def test_runs_screen_snapshot(snap_compare, tmp_path, monkeypatch, size):
     app = RwkvTuiApp(runs_root=Path("."))
 
     async def open_runs(pilot):
-        app.push_screen(RunsScreen(Path(".")))
-        await pilot.pause(0.3)
+        await _open(pilot, RunsScreen(Path(".")))
 
     assert snap_compare(app, terminal_size=size, run_before=open_runs)
 
@@ -164,8 +175,7 @@ def test_chat_screen_snapshot(snap_compare, tmp_path, monkeypatch, size):
     app = RwkvTuiApp(runs_root=Path("."))
 
     async def open_chat(pilot):
-        app.push_screen(ChatScreen("tiny.pth"))
-        await _until(pilot, lambda: getattr(app.screen, "model", None) is not None)
-        await pilot.pause(0.2)
+        chat = ChatScreen("tiny.pth")
+        await _open(pilot, chat, ready=lambda: getattr(chat, "model", None) is not None)
 
     assert snap_compare(app, terminal_size=size, run_before=open_chat)

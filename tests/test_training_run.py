@@ -93,8 +93,13 @@ def test_resume_after_stop_continues_the_same_loss_curve(workspace, tmp_path):
     stopped = run(config, tmp_path / "resumed", stop=stop,
                   on_step=lambda step, event: stop.request("stopped by test") if step == 4 else None)
     assert stopped.reason == "stopped by test" and stopped.step == 4
-    done = [e for e in read_all_events(RunFolder.at(tmp_path / "resumed")) if e["kind"] == "done"]
+    events = read_all_events(RunFolder.at(tmp_path / "resumed"))
+    done = [e for e in events if e["kind"] == "done"]
     assert done[-1]["reason"] == "stopped by test"
+    # Inside an epoch, steps name the epoch they belong to, a checkpoint the epochs it completed.
+    assert {e["epoch"] for e in events if e["kind"] == "step"} == {1}
+    assert [(e["step"], e["epoch"]) for e in events if e["kind"] == "checkpoint"] == [(4, 0)]
+    assert (tmp_path / "resumed" / "checkpoints" / "step4-lora.pth").exists()
     assert (tmp_path / "resumed" / "checkpoints" / "resume.ckpt").exists()
 
     resumed = run(None, tmp_path / "resumed", resume=True)

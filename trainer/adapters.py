@@ -83,7 +83,7 @@ def detect_method(tensors: dict[str, torch.Tensor], path=None) -> str:
 def merge_into(base: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor],
                metadata: dict[str, Any] | None, alpha: float | None = None, path=None) -> dict[str, torch.Tensor]:
     """A full state dict: base + adapter (alpha overrides or supplies the LoRA scaling)."""
-    from rwkv_tui.trainer.peft import METHOD_CLASSES
+    from rwkv_tui.trainer.peft.registry import method_class
 
     metadata = dict(metadata or {})
     method_name = metadata.get("method") or detect_method(tensors, path)
@@ -94,8 +94,7 @@ def merge_into(base: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor],
     if missing:
         raise CheckpointError(f"the adapter does not fit this base model: no weight for {missing[0]}",
                               path=path, hint="merge into the same base model the adapter was trained on")
-    method = METHOD_CLASSES[method_name].__new__(METHOD_CLASSES[method_name])
-    return method.merge(base, tensors, metadata)
+    return method_class(method_name).merge(base, tensors, metadata)
 
 
 def merge_files(base_path, adapter_path, out_path, dtype: torch.dtype = torch.bfloat16,

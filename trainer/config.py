@@ -3,8 +3,9 @@
 Every field carries its help text (the wizard shows it) and, where it has one, its list of
 choices. Method-dependent defaults (learning rates, warm-up, ctx_len…) live in
 `METHOD_DEFAULTS` and nowhere else. Presets are TOML holding only what differs from the
-method's defaults; loading merges them back onto those defaults. `validate` returns every
-problem at once, each naming the field and the fix.
+method's defaults; loading merges them back onto those defaults. Loading (`config_from_dict`)
+and `validate` (one check per section, then the rules joining sections) report every problem
+at once, each naming the field and the fix.
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ from typing import Any
 
 from rwkv_tui.trainer.atomic import atomic_write_text
 from rwkv_tui.trainer.errors import ConfigError
+from rwkv_tui.trainer.peft.catalog import METHOD_INFO
+from rwkv_tui.trainer.training.folder import DEFAULT_RUNS_ROOT
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-METHODS = ("full", "lora", "pissa", "miss", "lisa", "state")
+METHODS = tuple(METHOD_INFO)  # full, lora, pissa, miss, lisa, state
 QUANTS = ("none", "int8", "nf4")
 LORA_TARGETS = ("att.receptance", "att.key", "att.value", "att.output", "ffn.key", "ffn.value")
 # RWKV-6 and 5 have two more linear maps: the time mix's output gate and the channel mix's gate.
@@ -135,7 +138,7 @@ class HardwareConfig:
 
 @dataclass
 class OutputConfig:
-    proj_dir: str = _f("runs", "Folder that holds run folders.")
+    proj_dir: str = _f(DEFAULT_RUNS_ROOT, "Folder that holds run folders.")
     seed: int = _f(42, "Random seed (data order, adapters' initialisation, LISA's layers).")
     wandb: str = _f("", "Weights & Biases project name; empty turns it off.")
     save_dtype: str = _f("bf16", "dtype of saved models and adapters.", tuple(DTYPE_NAMES))
@@ -231,6 +234,29 @@ def _leaf_default(leaf) -> Any:
     return leaf.default_factory() if leaf.default is MISSING else leaf.default
 
 
+# ---------------------------------------------------------------------------- problems
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    field: str
+    message: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message} — {self.fix}"
+
+
+def _problem_from(error: ConfigError) -> ConfigProblem:
+    return ConfigProblem(error.field or "", error.message, error.hint or "")
+
+
+def _listing(problems: list[ConfigProblem]) -> str:
+    """A count, then one line per problem (how both loading and validation report several)."""
+    lines = "\n  ".join(str(p) for p in problems)
+    return f"{len(problems)} problem(s) in the run settings:\n  {lines}"
+
+
 # ---------------------------------------------------------------------------- dicts and TOML
 
 
@@ -251,31 +277,61 @@ def config_to_dict(config: RunConfig, only_changes: bool = False) -> dict[str, d
 
 
 def config_from_dict(data: dict[str, Any], source: str | Path | None = None) -> RunConfig:
-    """Merge a (possibly partial) nested dict onto the defaults of its method."""
+    """Merge a (possibly partial) nested dict onto the defaults of its method.
+
+    Every unknown section or setting, wrong type and invalid choice is reported at once, in
+    one ConfigError, so a hand-edited preset is fixed in one go."""
     if not isinstance(data, dict):
         raise ConfigError("a config must be a table of sections", path=source)
-    unknown = [s for s in data if s not in SECTIONS]
-    if unknown:
-        raise ConfigError(f"unknown section [{unknown[0]}]", path=source, field=unknown[0],
-                          hint=_suggest_section(unknown[0]))
-    method = data.get("method", {}).get("name", "lora")
-    config = RunConfig.for_method(method) if method in METHODS else RunConfig()
+    config = RunConfig.for_method(_method_of(data))
+    problems = _section_problems(data) + _merge_settings(config, data)
+    if problems:
+        raise _settings_error(problems, source)
+    return config
+
+
+def _method_of(data: dict[str, Any]) -> str:
+    """The method whose defaults the dict is merged onto. A missing or invalid name gives the
+    default method; an invalid one is then reported with the other settings."""
+    method = data.get("method")
+    name = method.get("name") if isinstance(method, dict) else None
+    return name if name in METHODS else MethodConfig.name
+
+
+def _section_problems(data: dict[str, Any]) -> list[ConfigProblem]:
+    """Top-level keys that are not sections, and sections that are not tables."""
     problems = []
     for section, values in data.items():
-        if not isinstance(values, dict):
-            raise ConfigError(f"[{section}] must be a table", path=source, field=section)
+        if section not in SECTIONS:
+            problems.append(ConfigProblem(str(section), f"unknown section [{section}]",
+                                          _suggest_section(str(section))))
+        elif not isinstance(values, dict):
+            problems.append(ConfigProblem(section, f"[{section}] must be a table",
+                                          f"put its settings under a [{section}] header"))
+    return problems
+
+
+def _merge_settings(config: RunConfig, data: dict[str, Any]) -> list[ConfigProblem]:
+    """Set each setting of the dict's sections on `config`; return those that are unknown or invalid."""
+    problems = []
+    for section, values in data.items():
+        if section not in SECTIONS or not isinstance(values, dict):
+            continue  # reported by _section_problems
         for name, value in values.items():
             dotted = f"{section}.{name}"
-            if dotted not in _FIELDS:
-                raise ConfigError(f"unknown setting {dotted!r}", path=source, field=dotted, hint=_suggest(dotted))
             try:
                 set_field(config, dotted, coerce_value(dotted, value))
             except ConfigError as exc:
-                exc.path = str(source) if source else None
-                problems.append(exc)
-    if problems:
-        raise problems[0]
-    return config
+                problems.append(_problem_from(exc))
+    return problems
+
+
+def _settings_error(problems: list[ConfigProblem], source: str | Path | None) -> ConfigError:
+    """A single problem keeps its own message, field and hint; several are listed, each with its fix."""
+    if len(problems) == 1:
+        only = problems[0]
+        return ConfigError(only.message, path=source, field=only.field, hint=only.fix or None)
+    return ConfigError(_listing(problems), path=source)
 
 
 def _suggest_section(name: str) -> str:
@@ -394,13 +450,13 @@ def apply_overrides(config: RunConfig, assignments: list[str]) -> RunConfig:
 
 
 @dataclass(frozen=True)
-class ConfigProblem:
-    field: str
-    message: str
-    fix: str
-
-    def __str__(self) -> str:
-        return f"{self.field}: {self.message} — {self.fix}"
+class ValidationFacts:
+    """What is known beyond the config. None means unknown: the checks needing it are skipped."""
+    spec: Any = None  # the base model's ModelSpec
+    cuda_available: bool | None = None
+    cuda_devices: int | None = None
+    data_tokens: int | None = None
+    bitsandbytes_available: bool | None = None
 
 
 def validate(config: RunConfig, spec=None, *, cuda_available: bool | None = None,
@@ -408,92 +464,190 @@ def validate(config: RunConfig, spec=None, *, cuda_available: bool | None = None
              bitsandbytes_available: bool | None = None) -> list[ConfigProblem]:
     """Every problem at once. `spec` (the model), CUDA and data facts enable the checks that
     need them; None means "unknown", and those checks are skipped."""
-    problems: list[ConfigProblem] = []
+    facts = ValidationFacts(spec, cuda_available, cuda_devices, data_tokens, bitsandbytes_available)
+    return [problem for check in SECTION_CHECKS for problem in check(config, facts)]
 
-    def problem(dotted: str, message: str, fix: str) -> None:
-        problems.append(ConfigProblem(dotted, message, fix))
 
-    for dotted, leaf in iter_fields():  # types and choices (a config edited by hand may be wrong)
+def field_type_problems(config: RunConfig, facts: ValidationFacts) -> list[ConfigProblem]:
+    """Types and choices of every field (a config edited by hand or in code may hold anything)."""
+    problems = []
+    for dotted, _ in iter_fields():
         try:
             coerce_value(dotted, get_field(config, dotted))
         except ConfigError as exc:
-            problem(dotted, exc.message, exc.hint or "")
-    m, d, e, o, hw = config.method, config.data, config.epochs, config.optim, config.hardware
-
-    if not config.model.path:
-        problem("model.path", "no base model chosen", "pick an RWKV .pth checkpoint")
-    if not d.path:
-        problem("data.path", "no training data chosen", "pick a .jsonl file or a binidx prefix")
-    for dotted, value, low in [("method.r", m.r, 1), ("data.ctx_len", d.ctx_len, 1), ("data.micro_bsz", d.micro_bsz, 1),
-                               ("data.accumulate_grad_batches", d.accumulate_grad_batches, 1),
-                               ("epochs.epoch_steps", e.epoch_steps, 1), ("epochs.epoch_count", e.epoch_count, 1),
-                               ("epochs.epoch_save", e.epoch_save, 1), ("hardware.devices", hw.devices, 1),
-                               ("hardware.num_nodes", hw.num_nodes, 1), ("method.lisa_r", m.lisa_r, 1),
-                               ("method.lisa_k", m.lisa_k, 1)]:
-        if isinstance(value, int) and value < low:
-            problem(dotted, f"must be at least {low}, got {value}", f"set {dotted} to {low} or more")
-    for dotted, value in [("optim.lr_init", o.lr_init), ("optim.lr_final", o.lr_final),
-                          ("optim.adam_eps", o.adam_eps)]:
-        if isinstance(value, float) and not value > 0:
-            problem(dotted, f"must be positive, got {value}", "e.g. 2e-5 for LoRA, 1 for state tuning")
-    if isinstance(o.lr_final, float) and isinstance(o.lr_init, float) and o.lr_final > o.lr_init:
-        problem("optim.lr_final", "is larger than lr_init", "the schedule decays: set lr_final ≤ lr_init")
-    for dotted, value in [("optim.beta1", o.beta1), ("optim.beta2", o.beta2), ("method.dropout", m.dropout)]:
-        if isinstance(value, float) and not 0 <= value < 1:
-            problem(dotted, f"must be in [0, 1), got {value}", "e.g. 0.9 / 0.99 for betas, 0.01 for dropout")
-    if o.warmup_steps < 0 or o.weight_decay < 0 or o.grad_clip < 0:
-        problem("optim", "warmup_steps, weight_decay and grad_clip cannot be negative", "use 0 to turn them off")
-    if m.name in ("lora", "pissa", "miss") and not m.targets:
-        problem("method.targets", f"{m.name} needs at least one target matrix", "e.g. att.key,att.value")
-
-    # Combinations that would fail mid-run.
-    if m.quant != "none" and m.name in ("full", "lisa"):
-        problem("method.quant", f"{m.name} trains the base weights, which cannot be quantized",
-                "use quant=none, or LoRA/PiSSA/state tuning for int8/nf4")
-    if m.quant != "none" and bitsandbytes_available is False:
-        problem("method.quant", f"{m.quant} needs the bitsandbytes package",
-                "pip install 'rwkv-tui[gpu]' (or bitsandbytes), or set quant=none")
-    uses_gpu_strategy = hw.strategy.startswith("deepspeed") or hw.strategy == "ddp"
-    if cuda_available is False:
-        if hw.accelerator == "gpu":
-            problem("hardware.accelerator", "no CUDA GPU was found", "set accelerator=cpu (slow) or auto")
-        if uses_gpu_strategy:
-            problem("hardware.strategy", f"{hw.strategy} needs CUDA GPUs", "use strategy=auto on this machine")
-        if hw.op in ("cuda", "triton", "fla"):
-            problem("hardware.op", f"the {hw.op} kernel needs a CUDA GPU", "use op=auto")
-        if hw.precision == "fp16":
-            problem("hardware.precision", "fp16 training needs a CUDA GPU", "use fp32 (or bf16) on CPU")
-    if cuda_devices is not None and hw.devices > max(cuda_devices, 1) and hw.accelerator != "cpu":
-        problem("hardware.devices", f"{hw.devices} GPUs asked for, {cuda_devices} found",
-                f"set devices={max(cuda_devices, 1)}")
-    if m.name == "state" and hw.precision == "fp16":
-        problem("hardware.precision", "state tuning's learning rate (~1) overflows fp16", "use bf16 or fp32")
-    if d.loading == "random" and d.loss_mask == "sft":
-        problem("data.loss_mask", "random windows cut across samples, so roles cannot be masked",
-                "use loading=pad or pack with sft masking, or loss_mask=none")
-
-    if spec is not None:
-        sizes = KERNEL_HEAD_SIZES.get(hw.op)
-        if sizes and spec.head_size not in sizes:
-            problem("hardware.op", f"the {hw.op} kernel supports head sizes {', '.join(map(str, sizes))}, "
-                                   f"the model has {spec.head_size}", "use op=auto")
-        if m.name == "lisa" and m.lisa_r > spec.n_layer:
-            problem("method.lisa_r", f"the model has only {spec.n_layer} layers", f"set lisa_r ≤ {spec.n_layer}")
-        if m.name == "miss" and (spec.n_embd % m.r or spec.dim_ffn % m.r):
-            problem("method.r", f"MiSS needs r to divide n_embd ({spec.n_embd}) and the ffn width "
-                                f"({spec.dim_ffn})", "use a power of two such as 16, 32 or 64")
-        if m.name in ("lora", "pissa") and m.r > spec.n_embd:
-            problem("method.r", f"rank {m.r} exceeds the model width {spec.n_embd}", "use a rank ≤ n_embd")
-    if data_tokens is not None and d.loading == "random" and data_tokens <= d.ctx_len:
-        problem("data.ctx_len", f"the data has only {data_tokens} tokens, not more than ctx_len={d.ctx_len}",
-                "lower ctx_len, add data, or use loading=pad")
+            problems.append(_problem_from(exc))
     return problems
+
+
+def model_problems(config: RunConfig, facts: ValidationFacts) -> list[ConfigProblem]:
+    if not config.model.path:
+        return [ConfigProblem("model.path", "no base model chosen", "pick an RWKV .pth checkpoint")]
+    return []
+
+
+def method_problems(config: RunConfig, facts: ValidationFacts) -> list[ConfigProblem]:
+    m = config.method
+    problems = _below_one(config, ("method.r", "method.lisa_r", "method.lisa_k"))
+    problems += _outside_fraction(config, ("method.dropout",))
+    if m.name in ("lora", "pissa", "miss") and not m.targets:
+        problems.append(ConfigProblem("method.targets", f"{m.name} needs at least one target matrix",
+                                      "e.g. att.key,att.value"))
+    problems += _quantization_problems(config, facts)
+    if facts.spec is not None:
+        problems += _method_model_problems(config, facts.spec)
+    return problems
+
+
+def _quantization_problems(config: RunConfig, facts: ValidationFacts) -> list[ConfigProblem]:
+    m = config.method
+    problems = []
+    if m.quant != "none" and m.name in METHOD_INFO and not METHOD_INFO[m.name].supports_quantization:
+        problems.append(ConfigProblem("method.quant", f"{m.name} trains the base weights, which cannot be quantized",
+                                      "use quant=none, or LoRA/PiSSA/state tuning for int8/nf4"))
+    if m.quant != "none" and facts.bitsandbytes_available is False:
+        problems.append(ConfigProblem("method.quant", f"{m.quant} needs the bitsandbytes package",
+                                      "pip install 'rwkv-tui[gpu]' (or bitsandbytes), or set quant=none"))
+    return problems
+
+
+def _method_model_problems(config: RunConfig, spec) -> list[ConfigProblem]:
+    """Method settings the base model's shape cannot take."""
+    m = config.method
+    problems = []
+    if m.name == "lisa" and m.lisa_r > spec.n_layer:
+        problems.append(ConfigProblem("method.lisa_r", f"the model has only {spec.n_layer} layers",
+                                      f"set lisa_r ≤ {spec.n_layer}"))
+    if m.name == "miss" and (spec.n_embd % m.r or spec.dim_ffn % m.r):
+        problems.append(ConfigProblem("method.r", f"MiSS needs r to divide n_embd ({spec.n_embd}) and the ffn "
+                                                  f"width ({spec.dim_ffn})", "use a power of two such as 16, 32 or 64"))
+    if m.name in ("lora", "pissa") and m.r > spec.n_embd:
+        problems.append(ConfigProblem("method.r", f"rank {m.r} exceeds the model width {spec.n_embd}",
+                                      "use a rank ≤ n_embd"))
+    return problems
+
+
+def data_problems(config: RunConfig, facts: ValidationFacts) -> list[ConfigProblem]:
+    d = config.data
+    problems = []
+    if not d.path:
+        problems.append(ConfigProblem("data.path", "no training data chosen", "pick a .jsonl file or a binidx prefix"))
+    problems += _below_one(config, ("data.ctx_len", "data.micro_bsz", "data.accumulate_grad_batches"))
+    if d.loading == "random" and d.loss_mask == "sft":
+        problems.append(ConfigProblem("data.loss_mask", "random windows cut across samples, so roles cannot be masked",
+                                      "use loading=pad or pack with sft masking, or loss_mask=none"))
+    tokens = facts.data_tokens
+    if tokens is not None and d.loading == "random" and tokens <= d.ctx_len:
+        problems.append(ConfigProblem("data.ctx_len", f"the data has only {tokens} tokens, not more than "
+                                                      f"ctx_len={d.ctx_len}",
+                                      "lower ctx_len, add data, or use loading=pad"))
+    return problems
+
+
+def epochs_problems(config: RunConfig, facts: ValidationFacts) -> list[ConfigProblem]:
+    return _below_one(config, ("epochs.epoch_steps", "epochs.epoch_count", "epochs.epoch_save"))
+
+
+def optim_problems(config: RunConfig, facts: ValidationFacts) -> list[ConfigProblem]:
+    o = config.optim
+    problems = _not_positive(config, ("optim.lr_init", "optim.lr_final", "optim.adam_eps"))
+    if isinstance(o.lr_final, float) and isinstance(o.lr_init, float) and o.lr_final > o.lr_init:
+        problems.append(ConfigProblem("optim.lr_final", "is larger than lr_init",
+                                      "the schedule decays: set lr_final ≤ lr_init"))
+    problems += _outside_fraction(config, ("optim.beta1", "optim.beta2"))
+    if _any_negative(config, ("optim.warmup_steps", "optim.weight_decay", "optim.grad_clip")):
+        problems.append(ConfigProblem("optim", "warmup_steps, weight_decay and grad_clip cannot be negative",
+                                      "use 0 to turn them off"))
+    return problems
+
+
+def hardware_problems(config: RunConfig, facts: ValidationFacts) -> list[ConfigProblem]:
+    hw = config.hardware
+    problems = _below_one(config, ("hardware.devices", "hardware.num_nodes"))
+    if facts.cuda_available is False:
+        problems += _needs_cuda_problems(config)
+    found = facts.cuda_devices
+    if found is not None and hw.devices > max(found, 1) and hw.accelerator != "cpu":
+        problems.append(ConfigProblem("hardware.devices", f"{hw.devices} GPUs asked for, {found} found",
+                                      f"set devices={max(found, 1)}"))
+    sizes = KERNEL_HEAD_SIZES.get(hw.op)
+    if facts.spec is not None and sizes and facts.spec.head_size not in sizes:
+        listed = ", ".join(map(str, sizes))
+        problems.append(ConfigProblem("hardware.op", f"the {hw.op} kernel supports head sizes {listed}, "
+                                                     f"the model has {facts.spec.head_size}", "use op=auto"))
+    return problems
+
+
+def _needs_cuda_problems(config: RunConfig) -> list[ConfigProblem]:
+    """Hardware settings that need a CUDA GPU, on a machine known to have none."""
+    hw = config.hardware
+    problems = []
+    if hw.accelerator == "gpu":
+        problems.append(ConfigProblem("hardware.accelerator", "no CUDA GPU was found",
+                                      "set accelerator=cpu (slow) or auto"))
+    if hw.strategy.startswith("deepspeed") or hw.strategy == "ddp":
+        problems.append(ConfigProblem("hardware.strategy", f"{hw.strategy} needs CUDA GPUs",
+                                      "use strategy=auto on this machine"))
+    if hw.op in ("cuda", "triton", "fla"):
+        problems.append(ConfigProblem("hardware.op", f"the {hw.op} kernel needs a CUDA GPU", "use op=auto"))
+    if hw.precision == "fp16":
+        problems.append(ConfigProblem("hardware.precision", "fp16 training needs a CUDA GPU",
+                                      "use fp32 (or bf16) on CPU"))
+    return problems
+
+
+def cross_section_problems(config: RunConfig, facts: ValidationFacts) -> list[ConfigProblem]:
+    """Settings of different sections that do not go together."""
+    if config.method.name == "state" and config.hardware.precision == "fp16":
+        return [ConfigProblem("hardware.precision", "state tuning's learning rate (~1) overflows fp16",
+                              "use bf16 or fp32")]
+    return []
+
+
+# What `validate` runs, in this order: one check per section, then the rules joining sections.
+SECTION_CHECKS = (field_type_problems, model_problems, method_problems, data_problems, epochs_problems,
+                  optim_problems, hardware_problems, cross_section_problems)
+
+
+# Shared range rules. A value of the wrong type is skipped: field_type_problems reports it.
+
+def _below_one(config: RunConfig, names: tuple[str, ...]) -> list[ConfigProblem]:
+    """Counts that must be at least 1."""
+    problems = []
+    for dotted in names:
+        value = get_field(config, dotted)
+        if isinstance(value, int) and value < 1:
+            problems.append(ConfigProblem(dotted, f"must be at least 1, got {value}", f"set {dotted} to 1 or more"))
+    return problems
+
+
+def _not_positive(config: RunConfig, names: tuple[str, ...]) -> list[ConfigProblem]:
+    problems = []
+    for dotted in names:
+        value = get_field(config, dotted)
+        if isinstance(value, float) and not value > 0:
+            problems.append(ConfigProblem(dotted, f"must be positive, got {value}",
+                                          "e.g. 2e-5 for LoRA, 1 for state tuning"))
+    return problems
+
+
+def _outside_fraction(config: RunConfig, names: tuple[str, ...]) -> list[ConfigProblem]:
+    """Values that must lie in [0, 1): Adam's betas, dropout."""
+    problems = []
+    for dotted in names:
+        value = get_field(config, dotted)
+        if isinstance(value, float) and not 0 <= value < 1:
+            problems.append(ConfigProblem(dotted, f"must be in [0, 1), got {value}",
+                                          "e.g. 0.9 / 0.99 for betas, 0.01 for dropout"))
+    return problems
+
+
+def _any_negative(config: RunConfig, names: tuple[str, ...]) -> bool:
+    values = [get_field(config, dotted) for dotted in names]
+    return any(isinstance(v, (int, float)) and v < 0 for v in values)
 
 
 def ensure_valid(config: RunConfig, spec=None, **facts) -> None:
     """Raise one ConfigError listing every problem (for the CLI and the trainer)."""
     problems = validate(config, spec, **facts)
     if problems:
-        listing = "\n  ".join(str(p) for p in problems)
-        raise ConfigError(f"{len(problems)} problem(s) in the run settings:\n  {listing}",
-                          field=problems[0].field)
+        raise ConfigError(_listing(problems), field=problems[0].field)

@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from rwkv_tui.trainer.training.folder import DEFAULT_RUNS_ROOT
+
 DEMO_SHAPE = {"n_layer": 2, "n_embd": 128, "head_size": 32}
 
 _FACTS = [
@@ -31,6 +33,11 @@ class DemoWorkspace:
     model: Path
     data: Path
     config: Path
+
+    @property
+    def runs(self) -> Path:
+        """The folder holding the demo's runs (the config's output.proj_dir)."""
+        return self.folder / DEFAULT_RUNS_ROOT
 
 
 def demo_texts() -> list[str]:
@@ -58,8 +65,9 @@ def create_demo(folder: str | Path, seed: int = 0) -> DemoWorkspace:
     if not data.exists():
         data.write_text("".join(json.dumps({"text": t}) + "\n" for t in demo_texts()), encoding="utf-8")
     config = load_preset("demo-cpu")
+    workspace = DemoWorkspace(folder, model, data, config=folder / "demo.toml")
     config.model.path, config.data.path = str(model), str(data)
-    config.output.proj_dir = str(folder / "runs")
-    config_path = save_config(config, folder / "demo.toml", only_changes=True,
-                              header={"description": "rwkv-tui demo: tiny model, built-in chat data, CPU"})
-    return DemoWorkspace(folder, model, data, config_path)
+    config.output.proj_dir = str(workspace.runs)
+    save_config(config, workspace.config, only_changes=True,
+                header={"description": "rwkv-tui demo: tiny model, built-in chat data, CPU"})
+    return workspace

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from rwkv_tui.trainer.peft.catalog import method_info
 from rwkv_tui.trainer.spec import ModelSpec
 
 GB = 1024**3
@@ -82,7 +83,7 @@ def estimate(spec: ModelSpec, config, n_gpus: int = 1) -> VramBreakdown:
     trainable = trainable_parameter_count(spec, method)
     parts: dict[str, float] = {"CUDA context": k["cuda_context_bytes"]}
 
-    if method.name in ("full", "lisa"):
+    if method_info(method.name).trains_base_weights:  # no quantization: frozen weights keep their dtype
         frozen = spec.n_params - trainable
         parts["frozen weights"] = frozen * weight_bytes
     else:

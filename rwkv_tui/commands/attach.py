@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from rwkv_tui.trainer.training.folder import DEFAULT_RUNS_ROOT
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "attach", help="open the live dashboard of a run (the newest under runs/ by default)",
+        "attach", help=f"open the live dashboard of a run (the newest under {DEFAULT_RUNS_ROOT}/ by default)",
         description="Follow a run folder's events: works on a live run (after closing the terminal or losing "
                     "SSH), a finished one and one that crashed. Detaching never stops the trainer.")
     parser.add_argument("run_dir", nargs="?", help="run folder (default: the newest run under --root)")
-    parser.add_argument("--root", default="runs", help="where to look for runs (default: runs)")
+    parser.add_argument("--root", default=DEFAULT_RUNS_ROOT,
+                        help=f"where to look for runs (default: {DEFAULT_RUNS_ROOT})")
     parser.set_defaults(handler=run)
 
 

@@ -14,13 +14,11 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    import time
-    from pathlib import Path
-
     from rwkv_tui.trainer.demo import create_demo
+    from rwkv_tui.trainer.training.folder import new_run_dir
 
     workspace = create_demo(args.dir)
-    run_dir = Path(workspace.folder) / "runs" / time.strftime("demo-%Y%m%d-%H%M%S")
+    run_dir = new_run_dir(workspace.runs, "demo")
     print(f"demo folder: {workspace.folder}\n  model {workspace.model.name}, data {workspace.data.name}, "
           f"config {workspace.config.name}")
     if args.no_ui:
@@ -35,7 +33,7 @@ def run(args) -> int:
         from rwkv_tui.launch import launch_training
 
         launch_training(workspace.config, run_dir)
-        code = run_app(attach=run_dir, runs_root=run_dir.parent)
+        code = run_app(attach=run_dir, runs_root=workspace.runs)
     print(f"run folder: {run_dir}\ntry it: rwkv-tui chat {workspace.model} --adapter "
           f"{run_dir / 'checkpoints' / 'epoch2-lora.pth'}")
     return code

@@ -36,7 +36,7 @@ def run(args) -> int:
     import torch
 
     from rwkv_tui.kernels.autotune import NEVER_MEASURED, time_ops
-    from rwkv_tui.kernels.dispatch import op_report
+    from rwkv_tui.kernels.dispatch import op_function, op_report
     from rwkv_tui.trainer.errors import RwkvTuiError
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -53,7 +53,7 @@ def run(args) -> int:
         timed = [row["op"] for row in report if row["available"] and row["op"] not in NEVER_MEASURED]
         on_gpu = device.type == "cuda"
         shape = (1, args.ctx_len or (1024 if on_gpu else 64), args.heads or (32 if on_gpu else 2), args.head_size)
-        for op, result in time_ops(timed, device, dtype, shape).items():
+        for op, result in time_ops({name: op_function(name) for name in timed}, device, dtype, shape).items():
             row = next(r for r in report if r["op"] == op)
             row["ms"] = round(result * 1e3, 3) if isinstance(result, float) else None
             row["error"] = None if isinstance(result, float) else result

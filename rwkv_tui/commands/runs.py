@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import time
 
+from rwkv_tui.trainer.training.folder import DEFAULT_RUNS_ROOT
+
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("runs", help="list run folders and their status",
-                                   description="List the run folders under DIR (default: runs) with their state.")
-    parser.add_argument("root", nargs="?", default="runs", help="folder holding run folders (default: runs)")
+    parser = subparsers.add_parser(
+        "runs", help="list run folders and their status",
+        description=f"List the run folders under DIR (default: {DEFAULT_RUNS_ROOT}) with their state.")
+    parser.add_argument("root", nargs="?", default=DEFAULT_RUNS_ROOT,
+                        help=f"folder holding run folders (default: {DEFAULT_RUNS_ROOT})")
     parser.add_argument("--json", action="store_true", help="print JSON (for scripts)")
     parser.set_defaults(handler=run)
 

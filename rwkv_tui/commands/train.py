@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 EXIT_TRAINING_FAILED = 1
@@ -26,7 +25,9 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from rwkv_tui.trainer.errors import ConfigError
+    from rwkv_tui.trainer.training.folder import config_run_dir
     from rwkv_tui.trainer.training.loop import TrainingError, run as run_training
+    from rwkv_tui.trainer.training.setup import launch_rank_is_zero
 
     if args.resume:
         config, run_dir = None, Path(args.resume)
@@ -35,19 +36,24 @@ def run(args) -> int:
             raise ConfigError("give a config/preset .toml (or --set settings), or --resume RUN_DIR",
                               hint="presets: `rwkv-tui presets list`; or build one in the wizard (`rwkv-tui`)")
         config = _load(args.config, args.overrides)
-        run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(config)
+        run_dir = Path(args.run_dir) if args.run_dir else config_run_dir(config)
 
-    with _Progress(enabled=not args.quiet) as progress:
+    # Fabric's launcher starts the other GPUs' processes with this same command: they train,
+    # but only rank 0 draws progress and prints the result.
+    talks = launch_rank_is_zero()
+    with _Progress(enabled=talks and not args.quiet) as progress:
         try:
             result = run_training(config, run_dir, resume=bool(args.resume), on_step=progress.update)
         except TrainingError as exc:
             progress.stop()
-            print(f"error: {exc}")
-            print(f"run folder: {run_dir}")
+            if talks:
+                print(f"error: {exc}")
+                print(f"run folder: {run_dir}")
             return EXIT_TRAINING_FAILED
-    print(f"{result.reason} at step {result.step}; run folder: {result.run_dir}")
-    for path in result.outputs:
-        print(f"  wrote {path}")
+    if talks:
+        print(f"{result.reason} at step {result.step}; run folder: {result.run_dir}")
+        for path in result.outputs:
+            print(f"  wrote {path}")
     return 0
 
 
@@ -58,11 +64,6 @@ def _load(path: str | None, overrides: list[str]):
 
     config = load_config(find_preset(path)) if path else RunConfig()
     return apply_overrides(config, overrides) if overrides else config
-
-
-def default_run_dir(config) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path(config.output.proj_dir).expanduser() / f"{config.method.name}-{stamp}"
 
 
 class _Progress:

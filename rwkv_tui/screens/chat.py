@@ -2,12 +2,35 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Input, RichLog, Static
+
+if TYPE_CHECKING:
+    from rwkv_tui.trainer.model import RWKV
+
+
+@dataclass
+class ChatModelLoaded(Message, bubble=False):
+    model: RWKV
+
+
+@dataclass
+class ChatModelFailed(Message, bubble=False):
+    message: str
+
+
+@dataclass
+class ReplyGenerated(Message, bubble=False):
+    question: str  # what the user said
+    answer: str
 
 
 class ChatScreen(Screen):
@@ -19,7 +42,7 @@ class ChatScreen(Screen):
         self.max_tokens = max_tokens
         self.model_path, self.adapter, self.state_file = model_path, adapter, state
         self.history: list[tuple[str, str]] = []
-        self.model = None
+        self.model: RWKV | None = None
 
     def compose(self) -> ComposeResult:
         extra = f" + {self.adapter or self.state_file}" if (self.adapter or self.state_file) else ""
@@ -38,13 +61,17 @@ class ChatScreen(Screen):
         from rwkv_tui.trainer.generate import load_for_chat
 
         try:
-            self.model = load_for_chat(self.model_path, adapter=self.adapter, state=self.state_file)
+            model = load_for_chat(self.model_path, adapter=self.adapter, state=self.state_file)
         except RwkvTuiError as exc:
-            self.app.call_from_thread(self.query_one("#chat-log", RichLog).write, Text(str(exc), style="red"))
+            self.post_message(ChatModelFailed(str(exc)))
             return
-        self.app.call_from_thread(self._ready)
+        self.post_message(ChatModelLoaded(model))
 
-    def _ready(self) -> None:
+    def on_chat_model_failed(self, message: ChatModelFailed) -> None:
+        self.query_one("#chat-log", RichLog).write(Text(message.message, style="red"))
+
+    def on_chat_model_loaded(self, message: ChatModelLoaded) -> None:
+        self.model = message.model
         box = self.query_one("#chat-input", Input)
         box.disabled, box.placeholder = False, "type a message, Enter to send"
         box.focus()
@@ -57,20 +84,21 @@ class ChatScreen(Screen):
         event.input.value = ""
         event.input.disabled = True
         self.query_one("#chat-log", RichLog).write(Text.assemble(("User: ", "bold cyan"), message))
-        self.reply(message)
+        self.reply(self.model, list(self.history), message)
 
     @work(thread=True, exclusive=True)
-    def reply(self, message: str) -> None:
+    def reply(self, model: RWKV, history: list[tuple[str, str]], message: str) -> None:
+        """Gets the model and a copy of the history: the UI thread owns (and may reset) the real one."""
         from rwkv_tui.trainer.generate import SamplingConfig, chat_prompt, generate
         from rwkv_tui.trainer.world_tokenizer import get_tokenizer
 
-        text = "".join(generate(self.model, get_tokenizer(), chat_prompt(self.history, message),
+        text = "".join(generate(model, get_tokenizer(), chat_prompt(history, message),
                                 SamplingConfig(temperature=1.0, top_p=0.7, max_tokens=self.max_tokens)))
-        self.history.append((message, text.strip()))
-        self.app.call_from_thread(self._show_reply, text)
+        self.post_message(ReplyGenerated(message, text))
 
-    def _show_reply(self, text: str) -> None:
-        self.query_one("#chat-log", RichLog).write(Text.assemble(("Assistant:", "bold green"), text))
+    def on_reply_generated(self, message: ReplyGenerated) -> None:
+        self.history.append((message.question, message.answer.strip()))
+        self.query_one("#chat-log", RichLog).write(Text.assemble(("Assistant:", "bold green"), message.answer))
         box = self.query_one("#chat-input", Input)
         box.disabled = False
         box.focus()

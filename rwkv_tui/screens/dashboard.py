@@ -165,19 +165,15 @@ class DashboardScreen(Screen):
         """Open the chat on this run's newest output: a merged model, an adapter or a state."""
         from rwkv_tui.screens.chat import ChatScreen
         from rwkv_tui.trainer.config import load_config
+        from rwkv_tui.trainer.peft.catalog import method_info
 
         outputs = [p for p in self.view.checkpoints if p.endswith(".pth")]
         if not outputs:
             self.notify("no checkpoint yet: chat opens on the run's outputs", severity="warning")
             return
-        newest = outputs[-1]
-        base = load_config(self.folder.config).model.path
-        if newest.endswith(("-merged.pth", "-model.pth")):
-            self.app.push_screen(ChatScreen(newest))
-        elif newest.endswith("-state.pth"):
-            self.app.push_screen(ChatScreen(base, state=newest))
-        else:
-            self.app.push_screen(ChatScreen(base, adapter=newest))
+        config = load_config(self.folder.config)
+        target = method_info(config.method.name).chat_target(outputs, base_model=config.model.path)
+        self.app.push_screen(ChatScreen(target.model, adapter=target.adapter, state=target.state))
 
     def action_detach(self) -> None:
         # Leaving the UI never touches the trainer: it runs in its own session.

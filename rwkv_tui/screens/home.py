@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-from textual import on
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from textual import on, work
 from textual.app import ComposeResult
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, OptionList, Static
 from textual.widgets.option_list import Option
+
+from rwkv_tui.trainer.training.folder import DEFAULT_RUNS_ROOT
+
+if TYPE_CHECKING:
+    from rwkv_tui.screens.wizard import WizardState
 
 _WELCOME = (
     "[b]rwkv-tui[/b] — fine-tune RWKV models from the terminal.\n"
@@ -14,8 +23,15 @@ _WELCOME = (
 )
 
 
+@dataclass
+class DemoReady(Message, bubble=False):
+    """The demo workspace exists; `state` opens the wizard on it."""
+
+    state: WizardState
+
+
 class HomeScreen(Screen):
-    def __init__(self, runs_root: str = "runs", demo_dir: str = "rwkv-tui-demo") -> None:
+    def __init__(self, runs_root: str = DEFAULT_RUNS_ROOT, demo_dir: str = "rwkv-tui-demo") -> None:
         super().__init__()
         self.runs_root = runs_root
         self.demo_dir = demo_dir
@@ -54,13 +70,18 @@ class HomeScreen(Screen):
     def start_demo(self) -> None:
         """Create the demo workspace (in a worker: it builds a model) and open the wizard on it."""
         self.notify("creating the demo model and data…")
-        self.run_worker(self._make_demo, thread=True, exclusive=True)
+        self._make_demo(self.demo_dir)
 
-    def _make_demo(self) -> None:
-        from rwkv_tui.screens.wizard import WizardState, screen_for
+    @work(thread=True, exclusive=True)
+    def _make_demo(self, demo_dir: str) -> None:
+        from rwkv_tui.screens.wizard import WizardState
         from rwkv_tui.trainer.config import load_config
         from rwkv_tui.trainer.demo import create_demo
 
-        workspace = create_demo(self.demo_dir)
-        state = WizardState(config=load_config(workspace.config))
-        self.app.call_from_thread(self.app.push_screen, screen_for("model", state))
+        workspace = create_demo(demo_dir)
+        self.post_message(DemoReady(WizardState(config=load_config(workspace.config))))
+
+    def on_demo_ready(self, message: DemoReady) -> None:
+        from rwkv_tui.screens.wizard import screen_for
+
+        self.app.push_screen(screen_for("model", message.state))

@@ -11,13 +11,14 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
+from rwkv_tui.trainer.training.folder import DEFAULT_RUNS_ROOT
 from rwkv_tui.trainer.training.listing import list_runs
 
 
 class RunsScreen(Screen):
     BINDINGS = [Binding("r", "reload", "Reload"), Binding("escape", "app.pop_screen", "Back")]
 
-    def __init__(self, root: str | Path = "runs") -> None:
+    def __init__(self, root: str | Path = DEFAULT_RUNS_ROOT) -> None:
         super().__init__()
         self.root = Path(root)
 

@@ -1,1 +1,2 @@
-"""Training data: jsonl validation, World-tokenized binidx, SFT loss masks, datasets."""
+"""Training data: the one record reader (records), jsonl validation, the one tokenize-and-mask
+pipeline (tokenize), World-tokenized binidx, SFT loss masks, datasets."""

@@ -10,7 +10,6 @@ per epoch. It never modifies the file.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 from collections import Counter
@@ -18,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from rwkv_tui.trainer.data.records import LineProblem, excerpt, read_samples
 from rwkv_tui.trainer.data.sft import ANSWER_ROLES, ROLES, role_spans
 from rwkv_tui.trainer.errors import DataError
 
@@ -141,26 +141,6 @@ def role_warnings(text: str) -> list[tuple[str, str, str]]:
     return found
 
 
-def _json_hint(message: str) -> str:
-    if "Unterminated string" in message:
-        return 'a closing quote is missing: every string must end with "'
-    if "Invalid control character" in message:
-        return "a raw line break or tab is inside the string: write \\n or \\t instead"
-    if "Expecting ',' delimiter" in message or "Expecting ':' delimiter" in message:
-        return 'a quote inside the text ends the string early: write \\" for a quote inside text'
-    if "Invalid \\escape" in message:
-        return "a backslash starts an unknown escape: write \\\\ for a backslash"
-    if "Expecting value" in message:
-        return 'each line must be one JSON object such as {"text": "..."}'
-    return "each line must be one JSON object such as {\"text\": \"...\"}"
-
-
-def _excerpt(text: str, pos: int, width: int = 60) -> str:
-    lo = max(0, pos - width // 2)
-    snippet = text[lo: lo + width].replace("\n", "\\n").replace("\r", "\\r")
-    return ("…" if lo else "") + snippet + ("…" if lo + width < len(text) else "")
-
-
 class _Collector:
     def __init__(self, report: CheckReport) -> None:
         self.report = report
@@ -172,6 +152,26 @@ class _Collector:
             self.report.suppressed[severity] = self.report.suppressed.get(severity, 0) + 1
             return
         self.report.issues.append(DataIssue(severity, line, message, hint, column, excerpt, kind))
+
+    def add_problem(self, severity: str, line: int, problem: LineProblem) -> None:
+        self.add(severity, problem.kind, line, problem.message, problem.hint, problem.column, problem.excerpt)
+
+
+def _note_sample(line: int, text: str, issues: _Collector, seen: dict[bytes, int]) -> None:
+    """Count a usable sample's format; warn about role slips and a text seen before."""
+    report = issues.report
+    report.samples += 1
+    fmt = classify(text)
+    report.formats[fmt] = report.formats.get(fmt, 0) + 1
+    for kind, message, hint in role_warnings(text):
+        issues.add("warning", kind, line, message, hint, excerpt=excerpt(text, 0))
+    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+    if digest in seen:
+        report.duplicates += 1
+        issues.add("warning", "duplicate", line, f"same text as line {seen[digest]}",
+                   "duplicates weigh a sample twice; use --repeat in prepare to repeat data on purpose")
+    else:
+        seen[digest] = line
 
 
 def check_jsonl(
@@ -193,7 +193,7 @@ def check_jsonl(
     issues = _Collector(report)
     tokenizer = get_tokenizer()
     total = path.stat().st_size
-    seen: dict[bytes, int] = {}
+    seen: dict[bytes, int] = {}  # text digest -> the first line that had it
     batch: list[str] = []
     done = 0
 
@@ -201,49 +201,25 @@ def check_jsonl(
         report.token_counts.extend(len(ids) for ids in tokenizer.encode_batch(batch))
         batch.clear()
 
-    with path.open("rb") as handle:
-        for line_no, raw in enumerate(handle, start=1):
-            done += len(raw)
-            report.lines = line_no
-            if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                issues.add("warning", "bom", 1, "the file starts with a UTF-8 byte-order mark (BOM)",
-                           "save the file as UTF-8 without BOM; rwkv-tui skips it, other tools may not")
-                raw = raw[3:]
-            if raw.endswith(b"\r\n"):
-                issues.add("warning", "crlf", line_no, "Windows line ending (\\r\\n)",
-                           "save with Unix line endings (\\n); the \\r is ignored")
-            body = raw.rstrip(b"\r\n")
-            if not body.strip():
-                continue
-            try:
-                line = body.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                issues.add("error", "utf8", line_no, f"invalid UTF-8 at byte {exc.start} of the line",
-                           "re-save the file as UTF-8 (it may be GBK/Latin-1)", excerpt=repr(body[max(0, exc.start - 20): exc.start + 20]))
-                continue
-            text = _parse_text(line, line_no, issues)
-            if text is None:
-                continue
-            report.samples += 1
-            fmt = classify(text)
-            report.formats[fmt] = report.formats.get(fmt, 0) + 1
-            for kind, message, hint in role_warnings(text):
-                issues.add("warning", kind, line_no, message, hint, excerpt=_excerpt(text, 0))
-            digest = hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
-            if digest in seen:
-                report.duplicates += 1
-                issues.add("warning", "duplicate", line_no, f"same text as line {seen[digest]}",
-                           "duplicates weigh a sample twice; use --repeat in prepare to repeat data on purpose")
-            else:
-                seen[digest] = line_no
-            batch.append(text)
-            if len(batch) >= 512:
-                flush()
-                if progress:
-                    progress(done, total)
-                if cancel and cancel():
-                    report.cancelled = True
-                    break
+    for sample in read_samples(path):
+        done = sample.end
+        report.lines = sample.line
+        for warning in sample.warnings:
+            issues.add_problem("warning", sample.line, warning)
+        if sample.error is not None:
+            issues.add_problem("error", sample.line, sample.error)
+            continue
+        if sample.text is None:  # a blank line
+            continue
+        _note_sample(sample.line, sample.text, issues, seen)
+        batch.append(sample.text)
+        if len(batch) >= 512:
+            flush()
+            if progress:
+                progress(done, total)
+            if cancel and cancel():
+                report.cancelled = True
+                break
     flush()
     if progress:
         progress(done, total)
@@ -257,42 +233,3 @@ def check_jsonl(
         issues.add("error", "empty", 0, "the file has no samples", "add lines like {\"text\": \"User: …\\n\\nAssistant: …\"}")
     return report
 
-
-def _parse_text(line: str, line_no: int, issues: _Collector) -> str | None:
-    stripped = line.lstrip()
-    offset = len(line) - len(stripped)
-    try:
-        obj, end = json.JSONDecoder().raw_decode(stripped)
-    except json.JSONDecodeError as exc:
-        issues.add("error", "json", line_no, f"invalid JSON: {exc.msg}", _json_hint(exc.msg),
-                   column=exc.pos + offset + 1, excerpt=_excerpt(line, exc.pos + offset))
-        return None
-    rest = stripped[end:].strip()
-    if rest:
-        issues.add("error", "trailing", line_no, "extra characters after the JSON object",
-                   "keep exactly one JSON object per line", column=offset + end + 1,
-                   excerpt=_excerpt(line, offset + end))
-        return None
-    if not isinstance(obj, dict):
-        issues.add("error", "not-object", line_no, f"the line is a JSON {type(obj).__name__}, not an object",
-                   'write {"text": "..."}', excerpt=_excerpt(line, 0))
-        return None
-    if "text" not in obj:
-        keys = ", ".join(list(obj)[:4])
-        issues.add("error", "no-text", line_no, f'no "text" field (fields: {keys or "none"})',
-                   'rename the field to "text", or join your fields into one "text" string',
-                   excerpt=_excerpt(line, 0))
-        return None
-    text = obj["text"]
-    if not isinstance(text, str):
-        issues.add("error", "text-type", line_no, f'"text" is a {type(text).__name__}, not a string',
-                   'make "text" one string; join conversation turns with \\n\\n', excerpt=_excerpt(line, 0))
-        return None
-    if not text.strip():
-        issues.add("error", "empty-text", line_no, '"text" is empty', "remove the line or fill it in")
-        return None
-    if any(0xD800 <= ord(ch) <= 0xDFFF for ch in text):
-        issues.add("error", "surrogate", line_no, "the text contains a lone surrogate escape (\\ud8xx)",
-                   "fix the escaping where the file was produced")
-        return None
-    return text

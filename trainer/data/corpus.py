@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from rwkv_tui.trainer.atomic import atomic_output
+from rwkv_tui.trainer.data.tokenize import TokenizedDocuments, tokenize_file
 from rwkv_tui.trainer.errors import DataError
 
 CACHE_VERSION = 1
@@ -54,41 +54,10 @@ def cache_path(jsonl: Path) -> Path:
     return jsonl.with_name(f".{jsonl.name}.{file_digest(jsonl)}.tokens.npz")
 
 
-def read_texts(path: Path) -> list[str]:
-    """The "text" of every non-blank line; the first bad line is a DataError naming it."""
-    texts = []
-    with path.open("rb") as handle:
-        for line_no, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw.decode("utf-8-sig" if line_no == 1 else "utf-8"))
-            except (UnicodeDecodeError, ValueError) as exc:
-                raise DataError(f"line is not valid JSON ({exc})", path=path, line=line_no,
-                                hint="run `rwkv-tui data check` for a full report") from None
-            text = obj.get("text") if isinstance(obj, dict) else None
-            if not isinstance(text, str) or not text:
-                raise DataError('missing or empty "text" string', path=path, line=line_no,
-                                hint='each line must look like {"text": "User: …\\n\\nAssistant: …"}')
-            texts.append(text)
-    if not texts:
-        raise DataError("the file has no samples", path=path)
-    return texts
-
-
-def tokenize_texts(texts: list[str]) -> Corpus:
-    from rwkv_tui.trainer.data.sft import token_mask
-    from rwkv_tui.trainer.world_tokenizer import get_tokenizer
-
-    tokenizer = get_tokenizer()
-    token_lists, mask_lists = [], []
-    for text, ids in zip(texts, tokenizer.encode_batch(texts)):
-        lengths = np.fromiter((len(tokenizer.token_bytes(i)) for i in ids), dtype=np.int64, count=len(ids))
-        token_lists.append(np.asarray(ids + [0], dtype=np.uint16))
-        mask_lists.append(token_mask(text, lengths))
-    offsets = np.zeros(len(texts) + 1, dtype=np.int64)
-    offsets[1:] = np.cumsum([len(t) for t in token_lists])
-    return Corpus(np.concatenate(token_lists), np.concatenate(mask_lists), offsets)
+def from_tokenized(documents: TokenizedDocuments) -> Corpus:
+    offsets = np.zeros(len(documents.sizes) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum(documents.sizes)
+    return Corpus(documents.tokens, documents.masks, offsets)
 
 
 def load_jsonl_corpus(path: str | Path) -> Corpus:
@@ -100,7 +69,10 @@ def load_jsonl_corpus(path: str | Path) -> Corpus:
         with np.load(cached, allow_pickle=False) as data:
             if int(data["version"]) == CACHE_VERSION:
                 return Corpus(data["tokens"], data["masks"], data["offsets"])
-    corpus = tokenize_texts(read_texts(path))
+    documents = tokenize_file(path)
+    if not len(documents.sizes):
+        raise DataError("the file has no samples", path=path)
+    corpus = from_tokenized(documents)
     buffer = io.BytesIO()
     np.savez(buffer, version=CACHE_VERSION, tokens=corpus.tokens, masks=corpus.masks, offsets=corpus.offsets)
     try:

@@ -14,7 +14,6 @@ an existing output is never overwritten without `force`; an optional SFT mask si
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -25,10 +24,12 @@ from pathlib import Path
 import numpy as np
 
 from rwkv_tui.trainer.data.binidx import BinIdxWriter, mask_path, prefix_of
+from rwkv_tui.trainer.data.records import Span, line_spans
+from rwkv_tui.trainer.data.tokenize import TokenizedDocuments, token_byte_lengths, tokenize_file
 from rwkv_tui.trainer.errors import DataError
 from rwkv_tui.trainer.world_tokenizer import get_tokenizer
 
-CHUNK_LINES = 2048
+SPAN_LINES = 2048  # lines per worker job
 WRITE_BATCH_DOCS = 4096  # documents gathered per write: bounded memory, no per-document Python work
 
 
@@ -70,64 +71,32 @@ def magic_prime(tokens: int, ctx_len: int) -> int | None:
     return None
 
 
-def _chunks(path: Path, lines_per_chunk: int = CHUNK_LINES) -> list[tuple[int, int, int]]:
-    """(start byte, end byte, first line number) of consecutive blocks of about
-    `lines_per_chunk` lines: workers read whole blocks, the main process never holds the data."""
-    chunks, start, line_no, position, first = [], 0, 0, 0, 1
-    with path.open("rb") as handle:
-        for raw in handle:
-            line_no += 1
-            position += len(raw)
-            if line_no - first + 1 >= lines_per_chunk:
-                chunks.append((start, position, first))
-                start, first = position, line_no + 1
-    if position > start:
-        chunks.append((start, position, first))
-    return chunks
+@dataclass(frozen=True)
+class _SpanJob:
+    path: str
+    span: Span
+    with_masks: bool
 
 
-def _tokenize_chunk(job: tuple[str, int, int, int, bool]):
-    """Worker: tokenize one block of lines; returns ("ok", tokens, sizes, masks) or ("error", line)."""
+@dataclass(frozen=True)
+class _BadLine:
+    """A worker's DataError, carried back as plain fields (a DataError loses them in pickling)."""
+
+    line: int | None
+    message: str
+    hint: str | None
+
+
+def _tokenize_span(job: _SpanJob) -> TokenizedDocuments | _BadLine:
+    """Worker: tokenize one span of lines with the one pipeline."""
     import gc
-
-    from rwkv_tui.trainer.data.sft import token_mask
-    from rwkv_tui.trainer.world_tokenizer import get_tokenizer
 
     # Millions of small int lists would trigger the cyclic GC over and over for nothing.
     gc.disable()
-    path, start, end, first_line, with_mask = job
-    tokenizer = get_tokenizer()
-    with open(path, "rb") as handle:
-        handle.seek(start)
-        block = handle.read(end - start)
-    texts = []
-    for line_no, raw in enumerate(block.split(b"\n"), start=first_line):
-        if not raw.strip():
-            continue
-        if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
-            raw = raw[3:]
-        try:
-            text = json.loads(raw.decode("utf-8"))["text"]
-            if not isinstance(text, str) or not text:
-                raise ValueError
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-            return ("error", line_no)
-        texts.append(text)
-    if not texts:
-        return ("ok", np.zeros(0, np.uint16), np.zeros(0, np.int64), np.zeros(0, np.uint8) if with_mask else None)
-    token_lists = tokenizer.encode_batch(texts, threads=False)  # a forked worker: see encode_batch
-    sizes = np.fromiter((len(ids) + 1 for ids in token_lists), dtype=np.int64, count=len(texts))
-    flat: list[int] = []
-    for ids in token_lists:  # one list, one conversion: far cheaper than an array per document
-        flat.extend(ids)
-        flat.append(0)
-    tokens = np.array(flat, dtype=np.uint16)
-    masks = None
-    if with_mask:
-        masks = np.concatenate([
-            token_mask(text, np.fromiter((len(tokenizer.token_bytes(i)) for i in ids), np.int64, len(ids)))
-            for text, ids in zip(texts, token_lists)])
-    return ("ok", tokens, sizes, masks)
+    try:
+        return tokenize_file(job.path, job.span, with_masks=job.with_masks, threads=False)  # forked: no threads
+    except DataError as exc:
+        return _BadLine(exc.line, exc.message, exc.hint)
 
 
 def _gather_index(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
@@ -160,12 +129,12 @@ def prepare_binidx(
     if existing and not force:
         raise DataError("output exists", path=existing[0], hint="choose another --out or pass --force")
 
-    chunks = _chunks(source)
+    spans = line_spans(source, SPAN_LINES)
     workers = workers or os.cpu_count() or 1
     prefix.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".rwkv-prepare-", dir=prefix.parent) as staging:
         stage = Path(staging)
-        doc_sizes, total = _tokenize_to_staging(source, chunks, sft_mask, workers, stage, progress)
+        doc_sizes, total = _tokenize_to_staging(source, spans, sft_mask, workers, stage, progress)
         if not len(doc_sizes):
             raise DataError("the file has no samples", path=source)
         tokens = np.memmap(stage / "tokens.u16", dtype=np.uint16, mode="r") if total else np.zeros(0, np.uint16)
@@ -187,25 +156,25 @@ def prepare_binidx(
     return PrepareResult(prefix, n * repeat, written, magic_prime(written, ctx_len), ctx_len)
 
 
-def _tokenize_to_staging(source, chunks, sft_mask, workers, stage: Path, progress):
-    jobs = [(str(source), start, end, first_line, sft_mask) for start, end, first_line in chunks]
+def _tokenize_to_staging(source: Path, spans: list[Span], sft_mask: bool, workers: int, stage: Path, progress):
+    jobs = [_SpanJob(str(source), span, sft_mask) for span in spans]
     sizes: list[np.ndarray] = []
     total = 0
     with open(stage / "tokens.u16", "wb") as token_file, open(stage / "masks.u8", "wb") as mask_file:
         get_tokenizer()  # load the vocabulary once; forked workers share it
+        if sft_mask:
+            token_byte_lengths(get_tokenizer())  # likewise the table the masks are computed from
         pool = get_context("fork").Pool(workers) if workers > 1 and len(jobs) > 1 else None
         try:
-            results = pool.imap(_tokenize_chunk, jobs) if pool else map(_tokenize_chunk, jobs)
+            results = pool.imap(_tokenize_span, jobs) if pool else map(_tokenize_span, jobs)
             for done, result in enumerate(results, start=1):
-                if result[0] == "error":
-                    raise DataError('this line is not a JSON object with a non-empty "text" string', path=source,
-                                    line=result[1], hint=f"run `rwkv-tui data check {source}` for every problem")
-                _, tokens, chunk_sizes, masks = result
-                token_file.write(tokens.tobytes())
-                if masks is not None:
-                    mask_file.write(masks.tobytes())
-                sizes.append(chunk_sizes)
-                total += int(chunk_sizes.sum())
+                if isinstance(result, _BadLine):
+                    raise DataError(result.message, path=source, line=result.line, hint=result.hint)
+                token_file.write(result.tokens.tobytes())
+                if result.masks is not None:
+                    mask_file.write(result.masks.tobytes())
+                sizes.append(result.sizes)
+                total += int(result.sizes.sum())
                 if progress:
                     progress("tokenize", done, len(jobs), total)
         finally:

@@ -34,10 +34,20 @@ def trained_byte_ranges(text: str) -> list[tuple[int, int]] | None:
     spans = role_spans(text)
     if not spans:
         return None
-    offsets = [0]
-    for ch in text:
-        offsets.append(offsets[-1] + len(ch.encode("utf-8")))
-    return [(offsets[s], offsets[e]) for role, s, e in spans if role in ANSWER_ROLES]
+    answers = [(s, e) for role, s, e in spans if role in ANSWER_ROLES]
+    byte_at = _byte_offsets(text, sorted({i for answer in answers for i in answer}))
+    return [(byte_at[s], byte_at[e]) for s, e in answers]
+
+
+def _byte_offsets(text: str, char_offsets: list[int]) -> dict[int, int]:
+    """UTF-8 byte offset of each (ascending) character offset: only the pieces between
+    them are encoded, not the text a character at a time."""
+    byte_at, chars, nbytes = {}, 0, 0
+    for offset in char_offsets:
+        nbytes += len(text[chars:offset].encode("utf-8"))
+        chars = offset
+        byte_at[offset] = nbytes
+    return byte_at
 
 
 def token_mask(text: str, token_lengths: np.ndarray) -> np.ndarray:

@@ -85,6 +85,11 @@ class RWKV(nn.Module):
         """The op that actually ran in the last forward pass (what "auto" resolved to)."""
         return self.blocks[0].att.last_op
 
+    @property
+    def last_wkv_trials_ms(self) -> dict:
+        """What op="auto" measured to pick `last_wkv_op` ({} when nothing was measured)."""
+        return self.blocks[0].att.last_op_trials_ms
+
     def forward(
         self, idx: torch.Tensor, state: list[LayerState] | None = None
     ) -> tuple[torch.Tensor, list[LayerState]]:

@@ -37,6 +37,7 @@ class _TimeMixHeads(nn.Module):
         self.register_parameter("time_state", None)  # state tuning, see rwkv7.TimeMix7
         self.op = "auto"
         self.last_op: str | None = None
+        self.last_op_trials_ms: dict = {}  # what op="auto" measured to pick last_op, if anything
 
     def initial_wkv_state(self, batch: int) -> torch.Tensor | None:
         if self.time_state is None:
@@ -46,7 +47,7 @@ class _TimeMixHeads(nn.Module):
 
     def finish(self, out, g: torch.Tensor, shape) -> torch.Tensor:
         B, T, C = shape
-        self.last_op = out.op
+        self.last_op, self.last_op_trials_ms = out.op, out.trials_ms
         return self.output(self.ln_x(out.y.reshape(B * T, C)).view(B, T, C) * g)
 
 

@@ -50,6 +50,7 @@ class TimeMix7(nn.Module):
         self.register_parameter("time_state", None)
         self.op = "auto"
         self.last_op: str | None = None
+        self.last_op_trials_ms: dict = {}  # what op="auto" measured to pick last_op, if anything
 
     def initial_wkv_state(self, batch: int) -> torch.Tensor | None:
         """The tuned initial state for `batch` sequences, or None (zeros) when not state tuning."""
@@ -92,7 +93,7 @@ class TimeMix7(nn.Module):
             r.view(heads), w.view(heads), k.view(heads), v.view(heads),
             -kk, kk * a.view(heads), state=wkv_state, op=self.op,
         )
-        self.last_op = out.op
+        self.last_op, self.last_op_trials_ms = out.op, out.trials_ms
 
         y = self.ln_x(out.y.reshape(B * T, C)).view(B, T, C)
         bonus = (r * k * self.r_k.view(1, 1, C)).view(heads).sum(dim=-1, keepdim=True) * v.view(heads)

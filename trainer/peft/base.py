@@ -1,20 +1,36 @@
 """The one small interface every fine-tuning method implements.
 
-A method wraps a loaded model in place (`apply`), says which parameters the optimizer
-sees, saves only what it trained (`adapter_state_dict` + `metadata`), merges such a file
-back into a base state dict, and may react to the step counter (LISA redraws layers).
+A method is built from the run's `MethodConfig` (the only place its settings and their
+defaults live), wraps a loaded model in place (`apply`), says which parameters the optimizer
+sees, saves what it trained in its own file format (`save_output`), merges such a file back
+into a base state dict (`merge`, a classmethod: no instance or settings needed), and may
+react to the step counter (LISA redraws layers). The torch-free facts about it (file
+names, quantization, what the chat loads) are its catalog entry, `info`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from rwkv_tui.trainer.config import MethodConfig
+from rwkv_tui.trainer.peft.catalog import MethodInfo
+
 
 class Method:
-    name = "base"
+    info: ClassVar[MethodInfo]
+
+    def __init__(self, settings: MethodConfig, *, seed: int) -> None:
+        # Every method is built the same way (registry.build_method); subclasses keep the settings they use.
+        self.seed = seed
+        self.quant = settings.quant
+
+    @property
+    def name(self) -> str:
+        return self.info.name
 
     def apply(self, model: nn.Module) -> None:
         raise NotImplementedError
@@ -53,9 +69,15 @@ class Method:
             for key, value in tensors.items():
                 own[key].copy_(value.to(own[key].dtype))
 
-    def merge(self, base: dict[str, torch.Tensor], adapter: dict[str, torch.Tensor],
+    def save_output(self, model: nn.Module, spec, path: Path, save_dtype: torch.dtype) -> Path:
+        """Write what this method trained to `path` (named by `info.output_file`); `save_dtype`
+        is the dtype of whole-model files."""
+        raise NotImplementedError
+
+    @classmethod
+    def merge(cls, base: dict[str, torch.Tensor], adapter: dict[str, torch.Tensor],
               metadata: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """A full state dict equal in function to base + adapter."""
+        """A full state dict equal in function to base + adapter (the file's metadata carries the settings)."""
         raise NotImplementedError
 
     def on_step(self, model: nn.Module, step: int) -> None:
@@ -65,6 +87,18 @@ class Method:
         trainable = sum(p.numel() for p in self.trainable_parameters(model))
         total = sum(p.numel() for p in model.parameters())
         return trainable, total
+
+
+class AdapterMethod(Method):
+    """A method whose file holds only its trained tensors plus the metadata a merge needs."""
+
+    def adapter_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        return {name: p.detach() for name, p in unwrap(model).named_parameters() if p.requires_grad}
+
+    def save_output(self, model: nn.Module, spec, path: Path, save_dtype: torch.dtype) -> Path:
+        from rwkv_tui.trainer.adapters import save_adapter
+
+        return save_adapter(model, self, path, spec)  # small: tensors keep their training dtype
 
 
 def frozen_base(linear: nn.Linear, quant: str) -> nn.Module:

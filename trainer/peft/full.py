@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from rwkv_tui.trainer.config import MethodConfig
 from rwkv_tui.trainer.peft.base import Method, unwrap
+from rwkv_tui.trainer.peft.catalog import METHOD_INFO
 
 
 class FullMethod(Method):
-    name = "full"
+    info = METHOD_INFO["full"]
 
     def apply(self, model: nn.Module) -> None:
         for p in unwrap(model).parameters():
@@ -20,7 +23,14 @@ class FullMethod(Method):
     def adapter_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
         return {k: v.detach() for k, v in unwrap(model).state_dict().items()}
 
-    def merge(self, base, adapter, metadata):
+    def save_output(self, model: nn.Module, spec, path: Path, save_dtype: torch.dtype) -> Path:
+        """The whole model under its official names, in `save_dtype`."""
+        from rwkv_tui.trainer.checkpoint import save_state_dict
+
+        return save_state_dict(model.state_dict(), path, dtype=save_dtype)
+
+    @classmethod
+    def merge(cls, base, adapter, metadata):
         return {**base, **adapter}
 
 
@@ -29,10 +39,11 @@ class LisaMethod(FullMethod):
     embeddings, head and norms always train. The optimizer holds every parameter: Adam
     skips those whose grad is None, so frozen layers cost no optimizer work."""
 
-    name = "lisa"
+    info = METHOD_INFO["lisa"]
 
-    def __init__(self, lisa_r: int = 2, lisa_k: int = 100, seed: int = 0, **_) -> None:
-        self.lisa_r, self.lisa_k, self.seed = lisa_r, lisa_k, seed
+    def __init__(self, settings: MethodConfig, *, seed: int) -> None:
+        super().__init__(settings, seed=seed)
+        self.lisa_r, self.lisa_k = settings.lisa_r, settings.lisa_k
         self.active: list[int] = []
 
     def apply(self, model: nn.Module) -> None:

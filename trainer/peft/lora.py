@@ -13,8 +13,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from rwkv_tui.trainer.config import MethodConfig
 from rwkv_tui.trainer.peft.adapted_linear import LoraLinear
-from rwkv_tui.trainer.peft.base import Method, freeze, frozen_base, quantize_other_linears, unwrap
+from rwkv_tui.trainer.peft.base import AdapterMethod, freeze, frozen_base, quantize_other_linears, unwrap
+from rwkv_tui.trainer.peft.catalog import METHOD_INFO
 from rwkv_tui.trainer.peft.targets import target_modules
 
 # Trained in full alongside the adapter when `train_extras` is on (as RWKV-PEFT does).
@@ -23,18 +25,14 @@ EXTRA_SUFFIXES = ("ln0.weight", "ln0.bias", "ln1.weight", "ln1.bias", "ln2.weigh
                   "att.x_r", "att.x_w", "att.x_k", "att.x_v", "att.x_a", "att.x_g", "ffn.x_k")
 
 
-class LoraMethod(Method):
-    name = "lora"
+class LoraMethod(AdapterMethod):
+    info = METHOD_INFO["lora"]
 
-    def __init__(self, r: int = 32, alpha: float = 64.0, dropout: float = 0.01,
-                 targets: list[str] | None = None, train_extras: bool = False, seed: int = 0,
-                 quant: str = "none") -> None:
-        from rwkv_tui.trainer.config import LORA_TARGETS
-
-        self.r, self.alpha, self.dropout, self.quant = r, alpha, dropout, quant
-        self.targets = list(targets or LORA_TARGETS)
-        self.train_extras = train_extras
-        self.seed = seed
+    def __init__(self, settings: MethodConfig, *, seed: int) -> None:
+        super().__init__(settings, seed=seed)
+        self.r, self.alpha, self.dropout = settings.r, settings.alpha, settings.dropout
+        self.targets = list(settings.targets)
+        self.train_extras = settings.train_extras
 
     def apply(self, model: nn.Module) -> None:
         model = unwrap(model)
@@ -52,15 +50,12 @@ class LoraMethod(Method):
         return LoraLinear(frozen_base(linear, self.quant), self.r, self.alpha, self.dropout, generator,
                           shape=tuple(linear.weight.shape), device=linear.weight.device)
 
-    def adapter_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        model = unwrap(model)
-        return {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
-
     def metadata(self) -> dict[str, Any]:
         return {"method": self.name, "r": self.r, "alpha": self.alpha, "dropout": self.dropout,
                 "targets": self.targets, "train_extras": self.train_extras, "quant": self.quant}
 
-    def merge(self, base, adapter, metadata):
+    @classmethod
+    def merge(cls, base, adapter, metadata):
         merged = dict(base)
         alpha = metadata.get("alpha")
         for key, a in adapter.items():
@@ -68,30 +63,31 @@ class LoraMethod(Method):
                 prefix = key[: -len(".lora_A")]
                 b = adapter[prefix + ".lora_B"]
                 weight = base[prefix + ".weight"]
-                scale = self._scale(alpha, b.shape[1])
+                scale = lora_scale(alpha, b.shape[1])
                 merged[prefix + ".weight"] = (weight.float() + (b.float() @ a.float()) * scale).to(weight.dtype)
             elif not key.endswith(".lora_B"):
                 merged[key] = adapter[key].to(base[key].dtype) if key in base else adapter[key]
         return merged
 
-    def _scale(self, alpha, r: int) -> float:
-        if alpha is None:
-            from rwkv_tui.trainer.errors import CheckpointError
 
-            raise CheckpointError("the adapter file does not record LoRA alpha",
-                                  hint="give it with --lora-alpha (RWKV-PEFT's default scripts use 32; "
-                                       "the seeds recommend 2 × r)")
-        return float(alpha) / r
+def lora_scale(alpha: float | None, r: int) -> float:
+    """alpha / r; files from RWKV-PEFT do not record alpha, so a merge must be given it."""
+    if alpha is None:
+        from rwkv_tui.trainer.errors import CheckpointError
+
+        raise CheckpointError("the adapter file does not record LoRA alpha",
+                              hint="give it with --lora-alpha (RWKV-PEFT's default scripts use 32; "
+                                   "the seeds recommend 2 × r)")
+    return float(alpha) / r
 
 
 class PissaMethod(LoraMethod):
-    name = "pissa"
+    info = METHOD_INFO["pissa"]
 
-    def __init__(self, r: int = 32, svd_niter: int = 4, targets=None, train_extras=False, seed: int = 0,
-                 quant: str = "none", **_):
-        super().__init__(r=r, alpha=float(r), dropout=0.0, targets=targets, train_extras=train_extras, seed=seed,
-                         quant=quant)
-        self.svd_niter = svd_niter
+    def __init__(self, settings: MethodConfig, *, seed: int) -> None:
+        super().__init__(settings, seed=seed)
+        self.alpha, self.dropout = float(self.r), 0.0  # PiSSA's branch is unscaled and undropped, whatever is set
+        self.svd_niter = settings.svd_niter
         self._init: dict[str, torch.Tensor] = {}
 
     def _wrap(self, name: str, linear: nn.Linear, generator) -> nn.Module:
@@ -143,7 +139,8 @@ class PissaMethod(LoraMethod):
                 weight.copy_((weight.float() + b0_own @ a0_own - b0_file @ a0_file).to(weight.dtype))
                 self._init[prefix + ".pissa_init_A"], self._init[prefix + ".pissa_init_B"] = a0_file, b0_file
 
-    def merge(self, base, adapter, metadata):
+    @classmethod
+    def merge(cls, base, adapter, metadata):
         merged = dict(base)
         for key, a in adapter.items():
             if key.endswith(".lora_A"):

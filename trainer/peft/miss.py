@@ -4,22 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import nn
 
+from rwkv_tui.trainer.config import MethodConfig
 from rwkv_tui.trainer.peft.adapted_linear import MissLinear, miss_delta
-from rwkv_tui.trainer.peft.base import Method, freeze, frozen_base, quantize_other_linears, unwrap
+from rwkv_tui.trainer.peft.base import AdapterMethod, freeze, frozen_base, quantize_other_linears, unwrap
+from rwkv_tui.trainer.peft.catalog import METHOD_INFO
 from rwkv_tui.trainer.peft.targets import target_modules
 
 
-class MissMethod(Method):
-    name = "miss"
+class MissMethod(AdapterMethod):
+    info = METHOD_INFO["miss"]
 
-    def __init__(self, r: int = 32, targets: list[str] | None = None, quant: str = "none", **_) -> None:
-        from rwkv_tui.trainer.config import LORA_TARGETS
-
-        self.r, self.quant = r, quant
-        self.targets = list(targets or LORA_TARGETS)
+    def __init__(self, settings: MethodConfig, *, seed: int) -> None:
+        super().__init__(settings, seed=seed)
+        self.r = settings.r
+        self.targets = list(settings.targets)
 
     def apply(self, model: nn.Module) -> None:
         model = unwrap(model)
@@ -29,13 +29,11 @@ class MissMethod(Method):
                                              shape=tuple(linear.weight.shape), device=linear.weight.device))
         quantize_other_linears(model, self.quant, self.targets)
 
-    def adapter_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        return {name: p.detach() for name, p in unwrap(model).named_parameters() if p.requires_grad}
-
     def metadata(self) -> dict[str, Any]:
         return {"method": self.name, "r": self.r, "targets": self.targets, "quant": self.quant}
 
-    def merge(self, base, adapter, metadata):
+    @classmethod
+    def merge(cls, base, adapter, metadata):
         merged = dict(base)
         for key, disha in adapter.items():
             if key.endswith(".disha"):

@@ -6,17 +6,17 @@ tensor RWKV Runner mounts and the `rwkv` package's `state[3*i+1]`.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
 from rwkv_tui.trainer.peft.base import Method, freeze, quantize_other_linears, unwrap
+from rwkv_tui.trainer.peft.catalog import METHOD_INFO
 
 
 class StateMethod(Method):
-    name = "state"
-
-    def __init__(self, quant: str = "none") -> None:
-        self.quant = quant
+    info = METHOD_INFO["state"]
 
     def apply(self, model: nn.Module) -> None:
         model = unwrap(model)
@@ -31,7 +31,14 @@ class StateMethod(Method):
         return {f"blocks.{i}.att.time_state": block.att.time_state.detach()
                 for i, block in enumerate(unwrap(model).blocks)}
 
-    def merge(self, base, adapter, metadata):
+    def save_output(self, model: nn.Module, spec, path: Path, save_dtype: torch.dtype) -> Path:
+        """The state file RWKV Runner mounts, in fp32 whatever `save_dtype` says (states are tiny)."""
+        from rwkv_tui.trainer.adapters import save_state_file
+
+        return save_state_file(model, path)
+
+    @classmethod
+    def merge(cls, base, adapter, metadata):
         # A base model that carries its tuned state: loads in our trainer and chat; the rwkv
         # package ignores unknown keys only in some versions, so state files stay the
         # recommended way to share a tuned state.

@@ -10,6 +10,9 @@
 
 The dashboard only reads these files, so it works the same on a live run, a finished
 one and one that crashed, and it can attach after an SSH connection drops.
+
+Run folders live under a root (`DEFAULT_RUNS_ROOT` unless `output.proj_dir` says otherwise)
+and are named by `new_run_dir` alone, so every way of starting a run names them alike.
 """
 
 from __future__ import annotations
@@ -25,6 +28,23 @@ from rwkv_tui.trainer.atomic import atomic_write_text
 
 EVENT_KINDS = ("start", "step", "epoch", "checkpoint", "warning", "error", "done", "info")
 RUN_STATES = ("starting", "running", "stopping", "done", "failed", "stopped")
+# The folder holding run folders when nothing else is said (output.proj_dir's default, the
+# commands' --root, the runs screen).
+DEFAULT_RUNS_ROOT = "runs"
+# Local time to the second: names sort by start time and say when the run began.
+RUN_STAMP_FORMAT = "%Y%m%d-%H%M%S"
+
+
+def new_run_dir(root: str | Path, prefix: str, when: float | None = None) -> Path:
+    """The path of a fresh run folder, ROOT/PREFIX-YYYYmmdd-HHMMSS (not created here).
+    `when` (seconds since the epoch) defaults to now."""
+    stamp = time.strftime(RUN_STAMP_FORMAT, time.localtime(when))
+    return Path(root).expanduser() / f"{prefix}-{stamp}"
+
+
+def config_run_dir(config: Any, when: float | None = None) -> Path:
+    """Where a run of `config` (a RunConfig) goes by default: output.proj_dir/METHOD-time."""
+    return new_run_dir(config.output.proj_dir, config.method.name, when)
 
 
 @dataclass(frozen=True)

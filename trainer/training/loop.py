@@ -1,31 +1,44 @@
 """`run(config, run_dir)`: one fine-tuning run, read top to bottom.
 
 Lightning Fabric supplies devices, precision and the DDP/DeepSpeed strategies; the loop
-itself is ours (schedule, forward, backward with accumulation, clip, step, log,
-checkpoint), so resume, graceful stop and the NaN guard are plain code rather than
-callbacks. Everything a watcher needs goes to the run folder (see `folder.py`).
+itself is ours, so resume, graceful stop and the NaN guard are plain code rather than
+callbacks. `_train` is the run's phases, in order:
+
+    setup      base checkpoint, Fabric, model + method + optimizer, resume point, data, trackers
+    the step   learning rate, forward/backward over the micro batches, NaN guard, optimizer step
+    hooks      periodic work (a validation loss, samples) every N steps, at the start, at the end
+    save       epoch checkpoints, the stop/final checkpoint, resume.ckpt
+    clean-up   merged outputs, the tracker, the `done` event and status
+
+Everything a watcher needs goes to the run folder (see `folder.py`), written by global
+rank 0 alone (`RunLog`), so with several processes each event appears once.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import random
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from rwkv_tui.kernels.autotune import trial_summary
 from rwkv_tui.trainer.errors import RwkvTuiError
-from rwkv_tui.trainer.training.folder import EventWriter, RunFolder
+from rwkv_tui.trainer.training.folder import DEFAULT_RUNS_ROOT, EventWriter, RunFolder
 from rwkv_tui.trainer.training.metrics import Every, SmoothedValue, Throughput, memory_snapshot
 from rwkv_tui.trainer.training.schedule import learning_rate
-from rwkv_tui.trainer.training.setup import build_training, fabric_unwrap, make_fabric
-from rwkv_tui.trainer.training.signals import StopRequest, stop_on_signals
+from rwkv_tui.trainer.training.setup import (Training, build_training, fabric_unwrap, launch_rank_is_zero,
+                                             launched_run_dir, make_fabric)
+from rwkv_tui.trainer.training.signals import StopRequest, stop_agreed, stop_on_signals
 
 RESUME_FILE = "resume.ckpt"
+_OOM_HINT = "lower micro_bsz or ctx_len, turn on grad_cp, use int8/nf4 quantization, or choose state tuning"
+_NAN_HINT = "lower lr_init, check the data for broken samples, or use bf16/fp32 instead of fp16"
 
 
 class TrainingError(RwkvTuiError):
@@ -47,284 +60,507 @@ def masked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, loss_mask:
     return (losses * mask).sum() / mask.sum().clamp(min=1.0)
 
 
+# ---------------------------------------------------------------------------------------------
+# The run folder, written by global rank 0 alone
+
+
+class RunLog:
+    """The run folder's shared files (events.jsonl, train.log, status.json, trainer.pid), written
+    by global rank 0 alone; on the other ranks every call does nothing, so each event appears once.
+
+    Before Fabric exists the rank comes from the launcher's environment (`launch_rank_is_zero`);
+    `follow_rank` then defers to Fabric's, should the two differ."""
+
+    def __init__(self, folder: RunFolder, writes: bool) -> None:
+        self.folder = folder
+        self._events: EventWriter | None = None
+        self._wrote_pid = False
+        if writes:
+            self._open()
+
+    @property
+    def writes(self) -> bool:
+        return self._events is not None
+
+    def follow_rank(self, is_global_zero: bool) -> None:
+        if is_global_zero != self.writes:
+            self.close()
+            if is_global_zero:
+                self._open()
+
+    def emit(self, kind: str, **fields: Any) -> None:
+        if self._events is not None:
+            self._events.emit(kind, **fields)
+
+    def log(self, message: str) -> None:
+        if self._events is not None:
+            self._events.log(message)
+
+    def status(self, **fields: Any) -> None:
+        if self.writes:
+            self.folder.write_status(**fields)
+
+    def close(self) -> None:
+        if self._events is not None:
+            self._events.close()
+            self._events = None
+        if self._wrote_pid:
+            self.folder.pid_file.unlink(missing_ok=True)
+            self._wrote_pid = False
+
+    def _open(self) -> None:
+        self._events = EventWriter(self.folder)
+        self.folder.pid_file.write_text(str(os.getpid()))  # where the dashboard sends its stop signal
+        self._wrote_pid = True
+
+
+# ---------------------------------------------------------------------------------------------
+# Epochs: the one place their numbers are computed
+
+
+@dataclass(frozen=True)
+class EpochPosition:
+    """Where a step stands among the epochs, numbered as events and file names show them."""
+    number: int        # the epoch the step belongs to: 1-based, offset by epoch_begin (step events)
+    completed: int     # the last epoch the step has finished, offset by epoch_begin (checkpoint events)
+    ends_epoch: bool   # the step is the last of its epoch (epoch event, maybe a checkpoint)
+    save_due: bool     # ... and epoch_save asks for a checkpoint there
+
+
+def epoch_of(step: int, epochs) -> EpochPosition:
+    """`step` counts optimizer steps done; `epochs` is the config's EpochConfig. `number` and
+    `completed` differ only inside an epoch (a checkpoint at a stop names the last finished one)."""
+    done, into = divmod(step, epochs.epoch_steps)
+    ends_epoch = step > 0 and into == 0
+    return EpochPosition(number=epochs.epoch_begin + done + int(into > 0), completed=epochs.epoch_begin + done,
+                         ends_epoch=ends_epoch, save_due=ends_epoch and done % epochs.epoch_save == 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The run's live objects, and the periodic hooks that see them
+
+
+@dataclass
+class RunContext:
+    """A run's live objects: built by `_setup`, advanced by `_train_step`, handed to the hooks."""
+    config: Any
+    spec: Any                            # the base model's ModelSpec
+    log: RunLog
+    fabric: Any
+    model: Any                           # Fabric-wrapped RWKV
+    optimizer: Any                       # Fabric-wrapped AdamW
+    method: Any                          # trainer.peft Method
+    batches: Iterator[dict[str, torch.Tensor]]
+    total_steps: int
+    tokens_per_step: int                 # all ranks together
+    step: int = 0                        # optimizer steps done
+    smoothed: SmoothedValue = field(default_factory=SmoothedValue)
+    tracker: Any = None                  # a wandb run, on rank 0 when output.wandb is set
+    outputs: list[Path] = field(default_factory=list)
+    saved_at_step: int = -1
+    reason: str = "finished"
+    throughput: Throughput = field(default_factory=Throughput)
+    status_due: Every = field(default_factory=lambda: Every(seconds=1.0))  # status.json is fsynced
+    wkv_op_reported: bool = False
+
+    @property
+    def folder(self) -> RunFolder:
+        return self.log.folder
+
+    @property
+    def is_global_zero(self) -> bool:
+        return self.fabric.is_global_zero
+
+
+@dataclass
+class PeriodicHook:
+    """Work done every `every` optimizer steps, such as a validation loss or generated samples.
+
+    It runs on every rank (a validation loss may need a collective), after the step's event and
+    before the epoch's checkpoint, and reports through `ctx.log`, which only rank 0 writes. Hooks
+    evaluate: they run under torch.no_grad() with the model in eval mode, and the loop puts the
+    model back into training mode afterwards."""
+    every: int
+    run: Callable[[RunContext], None]
+    at_start: bool = False  # also before the first step (step 0, or the step a resume starts at)
+    at_end: bool = False    # also after the last step (finished or stopped), unless it just ran there
+
+    def __post_init__(self) -> None:
+        if self.every < 1:
+            raise ValueError(f"PeriodicHook.every must be at least 1, got {self.every}")
+
+
+class HookSchedule:
+    """Calls the hooks when they are due; remembers the step each last ran at, so none runs twice there."""
+
+    def __init__(self, hooks: Sequence[PeriodicHook] = ()) -> None:
+        self.hooks = list(hooks)
+        self._ran_at: dict[int, int] = {}  # index in self.hooks -> step
+
+    def at_start(self, ctx: RunContext) -> None:
+        self._run_due(ctx, lambda hook: hook.at_start)
+
+    def after_step(self, ctx: RunContext) -> None:
+        self._run_due(ctx, lambda hook: ctx.step % hook.every == 0)
+
+    def at_end(self, ctx: RunContext) -> None:
+        self._run_due(ctx, lambda hook: hook.at_end)
+
+    def _run_due(self, ctx: RunContext, due: Callable[[PeriodicHook], bool]) -> None:
+        for index, hook in enumerate(self.hooks):
+            if due(hook) and self._ran_at.get(index) != ctx.step:
+                _evaluate(hook, ctx)
+                self._ran_at[index] = ctx.step
+
+
+def _evaluate(hook: PeriodicHook, ctx: RunContext) -> None:
+    ctx.model.eval()
+    try:
+        with torch.no_grad():
+            hook.run(ctx)
+    finally:
+        ctx.model.train()
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
 def run(
     config=None,
-    run_dir: str | Path = "runs/run",
+    run_dir: str | Path = Path(DEFAULT_RUNS_ROOT) / "run",
     *,
     resume: bool = False,
     stop: StopRequest | None = None,
     on_step=None,
+    hooks: Sequence[PeriodicHook] = (),
 ) -> RunResult:
     """Train as `config` says, writing the run folder at `run_dir`.
 
     With `resume=True` the frozen `config.toml` of `run_dir` is used and training
     continues from its last checkpoint. `stop` lets a caller (or SIGINT/SIGTERM) end the
-    run gracefully; `on_step(step, event)` is called after each optimizer step.
+    run gracefully; `on_step(step, event)` is called after each optimizer step (on rank 0);
+    `hooks` do periodic work (see `PeriodicHook`). With several processes only global rank 0
+    writes the run folder, and the ranks Fabric's launcher starts use rank 0's folder.
     """
+    folder = RunFolder.at(launched_run_dir(run_dir)).create()
+    writes = launch_rank_is_zero()  # Fabric does not exist yet: the launcher's variables say
+    config = _run_config(config, folder, resume=resume, writes=writes)
+    stop = stop or StopRequest()
+    log = RunLog(folder, writes=writes)
+    log.status(state="starting", pid=os.getpid(), run_dir=str(folder.path))
+    try:
+        with stop_on_signals(stop):
+            return _train(config, log, resume=resume, stop=stop, on_step=on_step, hooks=HookSchedule(hooks))
+    except BaseException as exc:
+        _report_failure(log, exc)
+        raise
+    finally:
+        log.close()
+
+
+def _train(config, log: RunLog, *, resume: bool, stop: StopRequest, on_step, hooks: HookSchedule) -> RunResult:
+    ctx = _setup(config, log, resume=resume)
+    hooks.at_start(ctx)
+    ctx.throughput.start()
+    while ctx.step < ctx.total_steps:
+        if stop_agreed(stop, ctx.fabric):
+            ctx.reason = stop.reason
+            break
+        event = _train_step(ctx)
+        _report_step(ctx, event, on_step)
+        hooks.after_step(ctx)
+        _end_epoch(ctx, event)
+    hooks.at_end(ctx)
+    _save_last(ctx)
+    return _clean_up(ctx)
+
+
+def _run_config(config, folder: RunFolder, *, resume: bool, writes: bool):
+    """The folder's frozen config.toml on resume; else `config`, frozen there (by rank 0)."""
     from rwkv_tui.trainer.config import load_config, save_config
 
-    folder = RunFolder.at(run_dir).create()
     if resume:
         if not folder.config.exists():
             raise RwkvTuiError("no config.toml in this run folder", path=folder.path,
                                hint="resume takes a folder created by `rwkv-tui train`")
-        config = load_config(folder.config)
-    elif config is None:
+        return load_config(folder.config)
+    if config is None:
         raise ValueError("run() needs a config unless resuming")
-    else:
+    if writes:
         save_config(config, folder.config, only_changes=False)
-
-    stop = stop or StopRequest()
-    events = EventWriter(folder)
-    folder.pid_file.write_text(str(os.getpid()))
-    folder.write_status(state="starting", pid=os.getpid(), run_dir=str(folder.path))
-    try:
-        with stop_on_signals(stop):
-            result = _train(config, folder, events, resume=resume, stop=stop, on_step=on_step)
-    except RwkvTuiError as exc:
-        events.emit("error", message=exc.message, hint=exc.hint)
-        events.emit("done", reason="error")
-        folder.write_status(state="failed", error=str(exc))
-        raise
-    except BaseException as exc:
-        events.emit("error", message=f"{type(exc).__name__}: {exc}")
-        events.emit("done", reason="error")
-        folder.write_status(state="failed", error=f"{type(exc).__name__}: {exc}")
-        raise
-    finally:
-        events.close()
-        folder.pid_file.unlink(missing_ok=True)
-    return result
+    return config
 
 
-def _train(config, folder: RunFolder, events: EventWriter, *, resume: bool, stop: StopRequest, on_step) -> RunResult:
+def _report_failure(log: RunLog, exc: BaseException) -> None:
+    if isinstance(exc, RwkvTuiError):
+        log.emit("error", message=exc.message, hint=exc.hint)
+        error = str(exc)
+    else:
+        error = f"{type(exc).__name__}: {exc}"
+        log.emit("error", message=error)
+    log.emit("done", reason="error")
+    log.status(state="failed", error=error)
+
+
+# ---------------------------------------------------------------------------------------------
+# Setup
+
+
+@dataclass
+class ResumePoint:
+    """Where training continues: a fresh run starts at step 0 with nothing to restore."""
+    step: int = 0
+    smoothed: SmoothedValue = field(default_factory=SmoothedValue)
+    rng: dict | None = None
+
+
+def _setup(config, log: RunLog, *, resume: bool) -> RunContext:
+    """Model, method, optimizer, data and trackers, restored from resume.ckpt when resuming."""
+    state_dict, spec = _checked_checkpoint(config)
+    fabric = make_fabric(config, run_dir=log.folder.path)
+    log.follow_rank(fabric.is_global_zero)
+    training = build_training(config, state_dict, spec, fabric,
+                              before_optimizer=_warm_starter(config, log, resume))
+    del state_dict  # the model holds what it needs: free the rest before the data loads
+    log.log(f"model {spec.display_name}, method {config.method.name}: "
+            f"{training.trainable:,} trainable of {training.total:,} parameters")
+    point = _load_resume(fabric, log, training) if resume else ResumePoint()
+    batches = _batches(config, spec, fabric, point.step)
+    _set_rng_state(point.rng)  # after the loader is built, as an uninterrupted run stood here
+    ctx = RunContext(config=config, spec=spec, log=log, fabric=fabric, model=training.model,
+                     optimizer=training.optimizer, method=training.method, batches=batches,
+                     total_steps=_total_steps(config),
+                     tokens_per_step=_samples_per_step(config) * config.data.ctx_len * fabric.world_size,
+                     step=point.step, smoothed=point.smoothed)
+    ctx.tracker = _wandb_run(config, log.folder) if fabric.is_global_zero else None
+    _announce_start(ctx, training, resumed=resume)
+    ctx.model.train()
+    return ctx
+
+
+def _checked_checkpoint(config):
+    """The base model's weights and spec, once the config is known to suit them and this machine."""
     from rwkv_tui.trainer.checkpoint import load_checkpoint
     from rwkv_tui.trainer.config import ensure_valid
-    from rwkv_tui.trainer.data.datasets import build_dataset
     from rwkv_tui.trainer.peft.quant import bitsandbytes_available
-    from rwkv_tui.trainer.training.outputs import finish_outputs, save_method_output
-    from rwkv_tui.trainer.training.sampling import ResumableSampler
 
-    hw, optim, data, epochs = config.hardware, config.optim, config.data, config.epochs
     state_dict, spec = load_checkpoint(config.model.path)
     ensure_valid(config, spec, cuda_available=torch.cuda.is_available(),
                  bitsandbytes_available=bitsandbytes_available())
+    return state_dict, spec
 
-    fabric = make_fabric(config)
 
-    def warm_start(model, method) -> None:
-        if config.method.init_from and not resume:
-            _warm_start(model, method, config, events)
+def _total_steps(config) -> int:
+    return config.epochs.epoch_count * config.epochs.epoch_steps
 
-    training = build_training(config, state_dict, spec, fabric, before_optimizer=warm_start)
-    del state_dict
-    model, optimizer, method = training.model, training.optimizer, training.method
-    trainable, total = training.trainable, training.total
-    events.log(f"model {spec.display_name}, method {config.method.name}: "
-               f"{trainable:,} trainable of {total:,} parameters")
 
+def _samples_per_step(config) -> int:
+    """Samples one rank reads per optimizer step."""
+    return config.data.micro_bsz * config.data.accumulate_grad_batches
+
+
+def _warm_starter(config, log: RunLog, resume: bool) -> Callable[[Any, Any], None] | None:
+    """A fresh run with method.init_from starts from that file; a resume has its own weights."""
+    if not config.method.init_from or resume:
+        return None
+    return lambda model, method: _warm_start(model, method, config, log)
+
+
+def _load_resume(fabric, log: RunLog, training: Training) -> ResumePoint:
+    """Trainable weights and optimizer state into `training`; the step, running averages and RNG."""
+    path = log.folder.checkpoints / RESUME_FILE
+    if not path.exists():
+        raise RwkvTuiError("the run folder has no checkpoint to resume from", path=path,
+                           hint="start a new run; checkpoints are written every epoch_save epochs and on stop")
+    restored = fabric.load(path, {"model": training.model, "optimizer": training.optimizer}, strict=False)
+    point = ResumePoint(step=int(restored["step"]), smoothed=SmoothedValue.from_state(restored["smoothed"]),
+                        rng=restored.get("rng"))
+    training.method.on_step(training.model, point.step)
+    log.emit("info", message=f"resumed at step {point.step}")
+    return point
+
+
+def _batches(config, spec, fabric, start_step: int) -> Iterator[dict[str, torch.Tensor]]:
+    """This rank's batches from `start_step` to the end: what an uninterrupted run reads there."""
+    from rwkv_tui.trainer.data.datasets import build_dataset
+    from rwkv_tui.trainer.training.sampling import ResumableSampler
+
+    data = config.data
     dataset = build_dataset(data.path, ctx_len=data.ctx_len, loading=data.loading, loss_mask=data.loss_mask,
                             seed=config.output.seed, vocab_size=spec.vocab_size)
-    total_steps = epochs.epoch_count * epochs.epoch_steps
-    accumulate = data.accumulate_grad_batches
-
-    # Resume: trainable weights, optimizer, step, RNG and running averages.
-    step, smoothed = 0, SmoothedValue()
-    resume_path = folder.checkpoints / RESUME_FILE
-    if resume:
-        if not resume_path.exists():
-            raise RwkvTuiError("the run folder has no checkpoint to resume from", path=resume_path,
-                               hint="start a new run; checkpoints are written every epoch_save epochs and on stop")
-        restored = fabric.load(resume_path, {"model": model, "optimizer": optimizer}, strict=False)
-        step = int(restored["step"])
-        smoothed = SmoothedValue.from_state(restored["smoothed"])
-        method.on_step(model, step)
-        events.emit("info", message=f"resumed at step {step}")
-
-    samples_per_step = data.micro_bsz * accumulate
-    sampler = ResumableSampler(len(dataset), seed=config.output.seed, start=step * samples_per_step,
-                               length=(total_steps - step) * samples_per_step,
+    per_step = _samples_per_step(config)
+    sampler = ResumableSampler(len(dataset), seed=config.output.seed, start=start_step * per_step,
+                               length=(_total_steps(config) - start_step) * per_step,
                                rank=fabric.global_rank, world_size=fabric.world_size)
     # A private generator: the loader's worker seed must not come from the global RNG, whose
     # state (dropout) a resume restores exactly.
     loader = DataLoader(dataset, batch_size=data.micro_bsz, sampler=sampler, drop_last=True,
                         generator=torch.Generator().manual_seed(config.output.seed))
-    loader = fabric.setup_dataloaders(loader, use_distributed_sampler=False)
-    batches = iter(loader)
-    if resume:
-        _set_rng_state(restored.get("rng"))
-
-    tokens_per_step = samples_per_step * data.ctx_len * fabric.world_size
-    tracker = _wandb_run(config, folder) if fabric.is_global_zero else None
-    events.emit("start", step=step, total_steps=total_steps, epoch_steps=epochs.epoch_steps,
-                model=spec.display_name, method=config.method.name, trainable_params=trainable,
-                total_params=total, tokens_per_step=tokens_per_step, device=str(fabric.device),
-                precision=hw.precision, strategy=hw.strategy, resumed=resume)
-    folder.write_status(state="running", step=step, total_steps=total_steps)
-    throughput = Throughput()
-    throughput.start()
-    status_due = Every(seconds=1.0)
-    outputs: list[Path] = []
-    saved_at_step = -1
-    reason = "finished"
-    wkv_op_reported = False
-
-    def save(tag: str) -> None:
-        nonlocal saved_at_step
-        saved_at_step = step
-        paths = save_method_output(model, method, spec, config, folder.checkpoints, tag)
-        _save_resume(fabric, resume_path, model, optimizer, method, step, smoothed)
-        outputs.extend(paths)
-        events.emit("checkpoint", step=step, epoch=step // epochs.epoch_steps + epochs.epoch_begin,
-                    files=[str(p) for p in paths])
-
-    model.train()
-    while step < total_steps:
-        if stop.requested:
-            reason = stop.reason
-            break
-        lr = learning_rate(step, total_steps, optim.lr_init, optim.lr_final, optim.warmup_steps, optim.schedule)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-
-        try:
-            step_loss = accumulate_gradients(fabric, model, batches, accumulate)
-        except torch.cuda.OutOfMemoryError:
-            raise TrainingError(_oom_message(spec, config), hint="lower micro_bsz or ctx_len, turn on "
-                                "grad_cp, use int8/nf4 quantization, or choose state tuning") from None
-
-        if not torch.isfinite(torch.tensor(step_loss)):
-            optimizer.zero_grad(set_to_none=True)
-            raise TrainingError(
-                f"the loss became {step_loss} at step {step + 1}; the weights were not updated and the "
-                "last checkpoint is kept",
-                hint="lower lr_init, check the data for broken samples, or use bf16/fp32 instead of fp16")
-        optimizer_step(fabric, model, optimizer, optim.grad_clip)
-        step += 1
-        method.on_step(model, step)
-
-        throughput.record(tokens_per_step)
-        event = {
-            "step": step,
-            "epoch": (step - 1) // epochs.epoch_steps + 1 + epochs.epoch_begin,  # 1-based, like the files
-            "loss": step_loss,
-            "smoothed_loss": smoothed.update(step_loss),
-            "lr": lr,
-            "tokens_per_s": throughput.tokens_per_second,
-            "eta_s": throughput.eta_seconds(total_steps - step),
-            "total_steps": total_steps,
-            **memory_snapshot(fabric.device),
-        }
-        if not wkv_op_reported:
-            event["wkv_op"] = fabric_unwrap(model).last_wkv_op
-            trials = trial_summary()
-            if trials:  # op=auto on a GPU timed the candidates: say what it saw
-                event["wkv_op_trials_ms"] = trials
-            wkv_op_reported = True
-        if fabric.is_global_zero:
-            events.emit("step", **event)
-            if status_due.ready():  # status.json is fsynced: once a second is plenty
-                folder.write_status(state="running", step=step, loss=step_loss,
-                                    smoothed_loss=event["smoothed_loss"], eta_s=event["eta_s"])
-        if tracker is not None:
-            tracker.log({k: v for k, v in event.items() if isinstance(v, (int, float))}, step=step)
-        if on_step is not None:
-            on_step(step, event)
-
-        if step % epochs.epoch_steps == 0:
-            epoch = step // epochs.epoch_steps + epochs.epoch_begin
-            events.emit("epoch", epoch=epoch, step=step, smoothed_loss=event["smoothed_loss"])
-            if (step // epochs.epoch_steps) % epochs.epoch_save == 0 or step == total_steps:
-                save(f"epoch{epoch}")
-
-    if saved_at_step != step:  # a stop between epochs, or a last epoch that epoch_save skipped
-        save("final" if reason == "finished" else f"step{step}")
-    if reason == "finished" and fabric.is_global_zero:
-        merged = finish_outputs(config, outputs, folder.checkpoints)
-        outputs.extend(merged)
-        if merged:
-            events.emit("checkpoint", step=step, epoch=step // epochs.epoch_steps + epochs.epoch_begin,
-                        files=[str(p) for p in merged])
-    if tracker is not None:
-        tracker.finish()
-    state = "done" if reason == "finished" else "stopped"
-    events.emit("done", reason=reason, step=step, outputs=[str(p) for p in outputs])
-    folder.write_status(state=state, step=step, outputs=[str(p) for p in outputs])
-    return RunResult(reason=reason, step=step, run_dir=folder.path, outputs=outputs)
+    return iter(fabric.setup_dataloaders(loader, use_distributed_sampler=False))
 
 
-def _wandb_run(config, folder: RunFolder):
-    """Optional Weights & Biases logging (output.wandb = project name), as RWKV-PEFT's --wandb."""
-    if not config.output.wandb:
-        return None
+def _announce_start(ctx: RunContext, training: Training, *, resumed: bool) -> None:
+    hw = ctx.config.hardware
+    ctx.log.emit("start", step=ctx.step, total_steps=ctx.total_steps, epoch_steps=ctx.config.epochs.epoch_steps,
+                 model=ctx.spec.display_name, method=ctx.config.method.name, trainable_params=training.trainable,
+                 total_params=training.total, tokens_per_step=ctx.tokens_per_step, device=str(ctx.fabric.device),
+                 precision=hw.precision, strategy=hw.strategy, resumed=resumed)
+    ctx.log.status(state="running", step=ctx.step, total_steps=ctx.total_steps)
+
+
+# ---------------------------------------------------------------------------------------------
+# The step
+
+
+def _train_step(ctx: RunContext) -> dict[str, Any]:
+    """One optimizer step over `accumulate_grad_batches` micro batches; returns its `step` event."""
+    lr = _apply_learning_rate(ctx)
+    step_loss = _accumulate(ctx)
+    _guard_finite(ctx, step_loss)
+    optimizer_step(ctx.fabric, ctx.model, ctx.optimizer, ctx.config.optim.grad_clip)
+    ctx.step += 1
+    ctx.method.on_step(ctx.model, ctx.step)
+    ctx.throughput.record(ctx.tokens_per_step)
+    return _step_event(ctx, step_loss, lr)
+
+
+def _apply_learning_rate(ctx: RunContext) -> float:
+    optim = ctx.config.optim
+    lr = learning_rate(ctx.step, ctx.total_steps, optim.lr_init, optim.lr_final, optim.warmup_steps, optim.schedule)
+    for group in ctx.optimizer.param_groups:
+        group["lr"] = lr
+    return lr
+
+
+def _accumulate(ctx: RunContext) -> float:
+    """`accumulate_gradients`, with running out of memory turned into what to change."""
     try:
-        import wandb
-    except ImportError:
-        raise RwkvTuiError("output.wandb is set but the wandb package is not installed",
-                           hint="pip install wandb (and `wandb login`), or leave output.wandb empty") from None
-    from rwkv_tui.trainer.config import config_to_dict
-
-    return wandb.init(project=config.output.wandb, name=folder.path.name, dir=str(folder.path),
-                      config=config_to_dict(config))
+        return accumulate_gradients(ctx.fabric, ctx.model, ctx.batches, ctx.config.data.accumulate_grad_batches)
+    except torch.cuda.OutOfMemoryError:
+        raise TrainingError(_oom_message(ctx.spec, ctx.config), hint=_OOM_HINT) from None
 
 
-def _warm_start(model, method, config, events) -> None:
-    """Continue from an adapter/state file (ours, or RWKV-PEFT's without metadata)."""
-    from rwkv_tui.trainer.adapters import detect_method, load_adapter_file
-
-    path = config.method.init_from
-    tensors, metadata = load_adapter_file(path)
-    kind = (metadata or {}).get("method") or detect_method(tensors, path)
-    if kind != config.method.name:
-        raise RwkvTuiError(f"the file holds a {kind} adapter, the run uses {config.method.name}", path=path,
-                           hint=f"set method.name={kind}")
-    if metadata and kind == "lora" and metadata.get("alpha") not in (None, config.method.alpha):
-        raise RwkvTuiError(f"the adapter was trained with alpha {metadata['alpha']}, the run uses "
-                           f"{config.method.alpha}", path=path, hint=f"set method.alpha={metadata['alpha']}")
-    method.load_adapter(model, tensors, metadata, path)
-    events.emit("info", message=f"started from {path}")
+def _guard_finite(ctx: RunContext, step_loss: float) -> None:
+    """A nan/inf loss ends the run before it reaches the weights, so the last checkpoint stays good."""
+    if math.isfinite(step_loss):  # a host float: the sync happened in accumulate_gradients
+        return
+    ctx.optimizer.zero_grad(set_to_none=True)
+    raise TrainingError(f"the loss became {step_loss} at step {ctx.step + 1}; the weights were not updated and "
+                        "the last checkpoint is kept", hint=_NAN_HINT)
 
 
 def accumulate_gradients(fabric, model, batches, accumulate: int) -> float:
-    """Forward and backward over `accumulate` micro batches; the mean loss (synchronises with the GPU)."""
-    step_loss = 0.0
+    """Forward and backward over `accumulate` micro batches; their mean loss as a host float."""
+    losses = []
     for micro in range(accumulate):
         batch = next(batches)
         with fabric.no_backward_sync(model, enabled=micro < accumulate - 1):
             logits, _ = model(batch["input_ids"])
             loss = masked_cross_entropy(logits, batch["targets"], batch["loss_mask"])
             fabric.backward(loss / accumulate)
+        losses.append(loss.detach())
+    step_loss = 0.0
+    for loss in losses:  # CPU–GPU sync: .item() waits for the GPU, once every micro batch is queued
         step_loss += loss.item() / accumulate
     return step_loss
 
 
 def optimizer_step(fabric, model, optimizer, grad_clip: float) -> None:
-    if grad_clip > 0:
+    if grad_clip > 0:  # the norm stays on the device (error_if_nonfinite=False): no sync
         fabric.clip_gradients(model, optimizer, max_norm=grad_clip, error_if_nonfinite=False)
-    optimizer.step()
+    optimizer.step()  # with fp16's GradScaler a CPU–GPU sync: it reads whether the gradients overflowed
     optimizer.zero_grad(set_to_none=True)
 
 
-def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "python": random.getstate()}
+def _step_event(ctx: RunContext, step_loss: float, lr: float) -> dict[str, Any]:
+    event = {
+        "step": ctx.step,
+        "epoch": epoch_of(ctx.step, ctx.config.epochs).number,  # 1-based, like the files
+        "loss": step_loss,
+        "smoothed_loss": ctx.smoothed.update(step_loss),
+        "lr": lr,
+        "tokens_per_s": ctx.throughput.tokens_per_second,
+        "eta_s": ctx.throughput.eta_seconds(ctx.total_steps - ctx.step),
+        "total_steps": ctx.total_steps,
+        **memory_snapshot(ctx.fabric.device),  # allocator counters kept on the host: no sync
+    }
+    if not ctx.wkv_op_reported:
+        event.update(_wkv_op_fields(ctx.model))
+        ctx.wkv_op_reported = True
+    return event
 
 
-def _set_rng_state(state) -> None:
-    if state:
-        torch.set_rng_state(state["torch"])
-        random.setstate(state["python"])
+def _wkv_op_fields(model) -> dict[str, Any]:
+    """The WKV op the model ran and, where op=auto timed the candidates on a GPU, what it saw:
+    both come from the op call's own result, kept by the model."""
+    core = fabric_unwrap(model)
+    fields: dict[str, Any] = {"wkv_op": core.last_wkv_op}
+    if core.last_wkv_trials_ms:
+        fields["wkv_op_trials_ms"] = core.last_wkv_trials_ms
+    return fields
+
+
+def _report_step(ctx: RunContext, event: dict[str, Any], on_step) -> None:
+    """The step event, status, tracker and `on_step`: rank 0's view, once."""
+    if not ctx.is_global_zero:
+        return
+    ctx.log.emit("step", **event)
+    if ctx.status_due.ready():  # status.json is fsynced: once a second is plenty
+        ctx.log.status(state="running", step=ctx.step, loss=event["loss"], smoothed_loss=event["smoothed_loss"],
+                       eta_s=event["eta_s"])
+    if ctx.tracker is not None:
+        ctx.tracker.log({k: v for k, v in event.items() if isinstance(v, (int, float))}, step=ctx.step)
+    if on_step is not None:
+        on_step(ctx.step, event)
+
+
+# ---------------------------------------------------------------------------------------------
+# Save
+
+
+def _end_epoch(ctx: RunContext, event: dict[str, Any]) -> None:
+    """At the last step of an epoch: the epoch event, and a checkpoint where epoch_save says."""
+    position = epoch_of(ctx.step, ctx.config.epochs)
+    if not position.ends_epoch:
+        return
+    ctx.log.emit("epoch", epoch=position.number, step=ctx.step, smoothed_loss=event["smoothed_loss"])
+    if position.save_due or ctx.step == ctx.total_steps:
+        _save(ctx, f"epoch{position.number}")
+
+
+def _save_last(ctx: RunContext) -> None:
+    """A stop between epochs, or a last epoch that epoch_save skipped, still ends with a checkpoint."""
+    if ctx.saved_at_step != ctx.step:
+        _save(ctx, "final" if ctx.reason == "finished" else f"step{ctx.step}")
+
+
+def _save(ctx: RunContext, tag: str) -> None:
+    """The method's output file (rank 0) and resume.ckpt (every rank: DeepSpeed saves collectively)."""
+    from rwkv_tui.trainer.training.outputs import save_method_output
+
+    ctx.saved_at_step = ctx.step
+    paths = []
+    if ctx.is_global_zero:
+        paths = save_method_output(ctx.model, ctx.method, ctx.spec, ctx.config, ctx.folder.checkpoints, tag)
+    _save_resume(ctx.fabric, ctx.folder.checkpoints / RESUME_FILE, ctx.model, ctx.optimizer, ctx.method, ctx.step,
+                 ctx.smoothed)
+    ctx.outputs.extend(paths)
+    ctx.log.emit("checkpoint", step=ctx.step, epoch=epoch_of(ctx.step, ctx.config.epochs).completed,
+                 files=[str(p) for p in paths])
 
 
 def _save_resume(fabric, path: Path, model, optimizer, method, step: int, smoothed: SmoothedValue) -> None:
     """Only what the base checkpoint cannot give back: trainable weights, optimizer, counters.
 
-    Written to a temporary name and renamed, so a crash mid-save keeps the previous one.
+    Written to a temporary name and renamed (by rank 0), so a crash mid-save keeps the previous one.
     """
     in_optimizer = {id(p) for p in method.optimizer_parameters(fabric_unwrap(model))}
     trainable = {name for name, p in fabric_unwrap(model).named_parameters() if id(p) in in_optimizer}
     tmp = path.with_name(path.name + ".tmp")
     state = {"model": model, "optimizer": optimizer, "step": step, "smoothed": smoothed.state_dict(),
              "rng": _rng_state()}
+    # Collective, and a CPU–GPU sync: the tensors are copied to the host.
     fabric.save(tmp, state, filter={"model": lambda name, _: name in trainable})
     if fabric.is_global_zero:
         _replace(tmp, path)
@@ -342,6 +578,74 @@ def _replace(tmp: Path, path: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, path)
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "python": random.getstate()}
+
+
+def _set_rng_state(state) -> None:
+    if state:
+        torch.set_rng_state(state["torch"])
+        random.setstate(state["python"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Clean-up
+
+
+def _clean_up(ctx: RunContext) -> RunResult:
+    """The merged model of a finished adapter run, the tracker closed, the `done` event and status."""
+    from rwkv_tui.trainer.training.outputs import finish_outputs
+
+    if ctx.reason == "finished" and ctx.is_global_zero:
+        merged = finish_outputs(ctx.config, ctx.outputs, ctx.folder.checkpoints)
+        ctx.outputs.extend(merged)
+        if merged:
+            ctx.log.emit("checkpoint", step=ctx.step, epoch=epoch_of(ctx.step, ctx.config.epochs).completed,
+                         files=[str(p) for p in merged])
+    if ctx.tracker is not None:
+        ctx.tracker.finish()
+    outputs = [str(p) for p in ctx.outputs]
+    ctx.log.emit("done", reason=ctx.reason, step=ctx.step, outputs=outputs)
+    ctx.log.status(state="done" if ctx.reason == "finished" else "stopped", step=ctx.step, outputs=outputs)
+    return RunResult(reason=ctx.reason, step=ctx.step, run_dir=ctx.folder.path, outputs=ctx.outputs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _wandb_run(config, folder: RunFolder):
+    """Optional Weights & Biases logging (output.wandb = project name), as RWKV-PEFT's --wandb."""
+    if not config.output.wandb:
+        return None
+    try:
+        import wandb
+    except ImportError:
+        raise RwkvTuiError("output.wandb is set but the wandb package is not installed",
+                           hint="pip install wandb (and `wandb login`), or leave output.wandb empty") from None
+    from rwkv_tui.trainer.config import config_to_dict
+
+    return wandb.init(project=config.output.wandb, name=folder.path.name, dir=str(folder.path),
+                      config=config_to_dict(config))
+
+
+def _warm_start(model, method, config, log: RunLog) -> None:
+    """Continue from an adapter/state file (ours, or RWKV-PEFT's without metadata)."""
+    from rwkv_tui.trainer.adapters import detect_method, load_adapter_file
+
+    path = config.method.init_from
+    tensors, metadata = load_adapter_file(path)
+    kind = (metadata or {}).get("method") or detect_method(tensors, path)
+    if kind != config.method.name:
+        raise RwkvTuiError(f"the file holds a {kind} adapter, the run uses {config.method.name}", path=path,
+                           hint=f"set method.name={kind}")
+    if metadata and kind == "lora" and metadata.get("alpha") not in (None, config.method.alpha):
+        raise RwkvTuiError(f"the adapter was trained with alpha {metadata['alpha']}, the run uses "
+                           f"{config.method.alpha}", path=path, hint=f"set method.alpha={metadata['alpha']}")
+    method.load_adapter(model, tensors, metadata, path)
+    log.emit("info", message=f"started from {path}")
 
 
 def _oom_message(spec, config) -> str:

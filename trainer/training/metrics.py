@@ -88,7 +88,8 @@ _last_gpus: list[dict[str, float]] | None = None
 
 
 def memory_snapshot(device) -> dict[str, float]:
-    """GPU memory (allocated, peak, reserved, total) in GB on CUDA; process peak RSS elsewhere."""
+    """GPU memory (allocated, peak, reserved, total) in GB on CUDA; process peak RSS elsewhere.
+    No CPU–GPU sync: the caching allocator keeps its counters on the host."""
     import torch
 
     if getattr(device, "type", str(device)) == "cuda" and torch.cuda.is_available():

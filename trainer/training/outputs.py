@@ -15,30 +15,22 @@ from pathlib import Path
 import torch
 
 from rwkv_tui.trainer.config import DTYPE_NAMES
-
-_WHOLE_MODEL_METHODS = ("full", "lisa")
+from rwkv_tui.trainer.peft.catalog import MERGED_FILE, method_info
 
 
 def save_method_output(model, method, spec, config, directory: Path, tag: str) -> list[Path]:
-    from rwkv_tui.trainer.adapters import save_adapter, save_state_file
-    from rwkv_tui.trainer.checkpoint import save_state_dict
-
+    """The method's checkpoint file, `<tag><its output suffix>` in `directory`."""
     model = getattr(model, "module", model)  # unwrap Fabric / DeepSpeed
-    name = config.method.name
     dtype = getattr(torch, DTYPE_NAMES[config.output.save_dtype])
-    if name in _WHOLE_MODEL_METHODS:
-        return [save_state_dict(model.state_dict(), directory / f"{tag}-model.pth", dtype=dtype)]
-    if name == "state":
-        return [save_state_file(model, directory / f"{tag}-state.pth")]
-    return [save_adapter(model, method, directory / f"{tag}-{name}.pth", spec)]
+    return [method.save_output(model, spec, directory / method.info.output_file(tag), dtype)]
 
 
 def finish_outputs(config, last_outputs: list[Path], directory: Path) -> list[Path]:
     """After a finished run of an adapter method: the merged model, ready to load anywhere."""
     from rwkv_tui.trainer.adapters import merge_files
 
-    if config.method.name in (*_WHOLE_MODEL_METHODS, "state") or not last_outputs:
+    if not method_info(config.method.name).produces_merged_model or not last_outputs:
         return []
-    merged = merge_files(config.model.path, last_outputs[-1], directory / "final-merged.pth",
+    merged = merge_files(config.model.path, last_outputs[-1], directory / MERGED_FILE,
                          dtype=getattr(torch, DTYPE_NAMES[config.output.save_dtype]))
     return [merged]

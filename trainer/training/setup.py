@@ -6,8 +6,11 @@ the benchmark measures exactly what a run does.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,8 +33,51 @@ class Training:
     total: int       # parameters in the model
 
 
-def make_fabric(config):
-    """A launched Fabric for `config.hardware`, seeded (per rank, so dropout differs across GPUs)."""
+# Variables a launcher sets per process, in the order Lightning's own rank_zero_only reads them
+# (lightning.fabric.utilities.rank_zero._get_rank): torchrun's RANK, Fabric's LOCAL_RANK, SLURM, LSF.
+_RANK_VARIABLES = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
+# The machine's index: Fabric's launcher on the other nodes starts with LOCAL_RANK unset.
+_NODE_VARIABLES = ("NODE_RANK", "GROUP_RANK")
+# Fabric's launcher re-runs the whole command for the other local ranks, where a run folder named
+# after the time would come out different: rank 0 hands its folder down through the environment.
+RUN_DIR_VARIABLE = "RWKV_TUI_RUN_DIR"
+
+
+def launch_rank_is_zero(environ: dict[str, str] | None = None) -> bool:
+    """Whether this process is (or will be) global rank 0, read from the launcher's environment
+    variables before any Fabric exists; a process started without a launcher is rank 0."""
+    environ = os.environ if environ is None else environ
+    rank = next((environ[key] for key in _RANK_VARIABLES if key in environ), "0")
+    node = next((environ[key] for key in _NODE_VARIABLES if key in environ), "0")
+    return int(rank) == 0 and int(node) == 0
+
+
+def launched_run_dir(run_dir: str | Path, environ: dict[str, str] | None = None) -> Path:
+    """The run folder of this process: `run_dir`, or on a rank Fabric's launcher started, rank 0's."""
+    environ = os.environ if environ is None else environ
+    if not launch_rank_is_zero(environ) and environ.get(RUN_DIR_VARIABLE):
+        return Path(environ[RUN_DIR_VARIABLE])
+    return Path(run_dir)
+
+
+@contextmanager
+def _exported(name: str, value: str | None) -> Iterator[None]:
+    """`name=value` in this process's environment while the block runs (nothing when value is None)."""
+    previous = os.environ.get(name)
+    if value is not None:
+        os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
+
+
+def make_fabric(config, run_dir: Path | None = None):
+    """A launched Fabric for `config.hardware`, seeded (per rank, so dropout differs across GPUs).
+    The ranks the launcher starts inherit `run_dir` (see `launched_run_dir`)."""
     from lightning.fabric import Fabric
 
     hw = config.hardware
@@ -41,7 +87,8 @@ def make_fabric(config):
     accelerator = {"gpu": "cuda"}.get(hw.accelerator, hw.accelerator)
     fabric = Fabric(accelerator=accelerator, devices=hw.devices, num_nodes=hw.num_nodes,
                     strategy=hw.strategy, precision=PRECISIONS[hw.precision][0])
-    fabric.launch()
+    with _exported(RUN_DIR_VARIABLE, None if run_dir is None else str(run_dir)):
+        fabric.launch()  # the launcher copies the environment into the processes it starts
     fabric.seed_everything(config.output.seed + fabric.global_rank, verbose=False)
     return fabric
 

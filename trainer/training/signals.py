@@ -43,3 +43,16 @@ def stop_on_signals(stop: StopRequest) -> Iterator[StopRequest]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def stop_agreed(stop: StopRequest, fabric) -> bool:
+    """Whether the run stops now, with the same answer on every rank. A signal may reach one
+    process only (the dashboard signals the pid in trainer.pid, rank 0's), and ranks that left the
+    loop at different steps would wait forever in each other's collectives (gradients, checkpoint)."""
+    if fabric.world_size == 1:
+        return stop.requested
+    import torch
+
+    flag = torch.tensor([float(stop.requested)], device=fabric.device)
+    # A collective and a CPU–GPU sync once per step: tiny next to the gradients' all-reduce.
+    return bool(fabric.all_reduce(flag, reduce_op="max").item())

@@ -2,19 +2,12 @@
 
 All screens edit one `WizardState` (its `RunConfig` is the single source of truth) and
 run anything slow (reading a checkpoint, detecting GPUs, checking data) in thread
-workers, importing torch only there, so the UI never blocks and opens fast.
+workers, importing torch only there, so the UI never blocks and opens fast. Workers
+never touch the screen or the state: they post a Message that the screen applies.
+The steps themselves are listed once, in `steps.STEPS`.
 """
 
 from rwkv_tui.screens.wizard.state import WizardState
+from rwkv_tui.screens.wizard.steps import STEPS, WizardStepInfo, screen_for
 
-STEPS = ("model", "hardware", "method", "data", "params", "review")
-
-
-def screen_for(step: str, state: WizardState):
-    from rwkv_tui.screens.wizard import data, hardware, method, model, params, review
-
-    return {"model": model.ModelScreen, "hardware": hardware.HardwareScreen, "method": method.MethodScreen,
-            "data": data.DataScreen, "params": params.ParamsScreen, "review": review.ReviewScreen}[step](state)
-
-
-__all__ = ["STEPS", "WizardState", "screen_for"]
+__all__ = ["STEPS", "WizardState", "WizardStepInfo", "screen_for"]

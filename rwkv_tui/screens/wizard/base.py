@@ -5,17 +5,16 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Static
+from textual.worker import get_current_worker
 
 from rwkv_tui.screens.wizard.state import WizardState
-
-TITLES = {"model": "Model", "hardware": "Hardware", "method": "Method", "data": "Data",
-          "params": "Parameters", "review": "Review"}
+from rwkv_tui.screens.wizard.steps import STEPS, step_index
 
 
 class WizardStep(Screen):
-    step = "model"
     BINDINGS = [Binding("escape", "back", "Back"), Binding("ctrl+n", "next", "Next")]
 
     def __init__(self, state: WizardState) -> None:
@@ -23,10 +22,8 @@ class WizardStep(Screen):
         self.state = state
 
     def compose(self) -> ComposeResult:
-        from rwkv_tui.screens.wizard import STEPS
-
-        index = STEPS.index(self.step)
-        trail = "  ›  ".join(f"[b]{TITLES[s]}[/b]" if s == self.step else TITLES[s] for s in STEPS)
+        index = step_index(type(self))
+        trail = "  ›  ".join(f"[b]{s.title}[/b]" if i == index else s.title for i, s in enumerate(STEPS))
         yield Static(f"New fine-tune  {index + 1}/{len(STEPS)}   {trail}", classes="screen-title")
         with VerticalScroll(classes="wizard-body"):
             yield from self.body()
@@ -45,6 +42,12 @@ class WizardStep(Screen):
         """Checked before Next; show the reason and return False to stay."""
         return True
 
+    def post_from_worker(self, message: Message) -> None:
+        """From a thread worker: hand a result to the UI thread, unless a newer run of the same
+        exclusive worker replaced this one (its result would overwrite the newer one's)."""
+        if not get_current_worker().is_cancelled:
+            self.post_message(message)
+
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "back":
             self.action_back()
@@ -55,10 +58,8 @@ class WizardStep(Screen):
         self.app.pop_screen()
 
     def action_next(self) -> None:
-        from rwkv_tui.screens.wizard import STEPS, screen_for
-
         if not self.can_leave():
             return
-        index = STEPS.index(self.step)
+        index = step_index(type(self))
         if index + 1 < len(STEPS):
-            self.app.push_screen(screen_for(STEPS[index + 1], self.state))
+            self.app.push_screen(STEPS[index + 1].screen_class()(self.state))

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal
+from textual.message import Message
 from textual.widgets import Button, Input, ProgressBar, RichLog, Sparkline, Static
+from textual.worker import get_current_worker
 
 from rwkv_tui.screens.wizard.base import WizardStep
+
+if TYPE_CHECKING:
+    from rwkv_tui.trainer.data.check import CheckReport
+    from rwkv_tui.trainer.data.prepare import PrepareResult
 
 _ROLE_STYLE = {"User": "bold cyan", "System": "bold magenta", "Instruction": "bold cyan", "Input": "bold blue",
                "Assistant": "bold green", "Response": "bold green"}
@@ -44,9 +52,50 @@ def preview_text(sample: str) -> Text:
     return text
 
 
-class DataScreen(WizardStep):
-    step = "data"
+@dataclass
+class DataProgress(Message, bubble=False):
+    """How far the check or the binidx preparation got."""
 
+    done: int
+    total: int
+
+
+@dataclass
+class DataChecked(Message, bubble=False):
+    report: CheckReport
+    sample: str | None  # the first sample's text, for the preview
+
+
+@dataclass
+class BinidxChosen(Message, bubble=False):
+    """The path is the prefix of an already tokenized .bin/.idx pair: nothing to check."""
+
+    path: str
+
+
+@dataclass
+class DataFailed(Message, bubble=False):
+    message: str
+
+
+@dataclass
+class PrepareDone(Message, bubble=False):
+    result: PrepareResult
+
+
+@dataclass
+class PrepareFailed(Message, bubble=False):
+    message: str
+
+
+def binidx_or_failure(path: str) -> BinidxChosen | DataFailed:
+    """What a path without .jsonl means: a .bin/.idx prefix, or a mistake."""
+    if Path(path + ".idx").exists() and Path(path + ".bin").exists():
+        return BinidxChosen(path)
+    return DataFailed(f"{path}: no .jsonl file or .bin/.idx pair there")
+
+
+class DataScreen(WizardStep):
     def body(self) -> ComposeResult:
         yield Static("A .jsonl with one {\"text\": …} per line (User:/Assistant:, System:, Instruction:/Input:/"
                      "Response: or plain text), or a binidx prefix. Enter checks it line by line.", classes="help")
@@ -69,44 +118,48 @@ class DataScreen(WizardStep):
     def _submitted(self, event: Input.Submitted) -> None:
         self.run_check(event.value.strip())
 
-    @work(thread=True, exclusive=True, group="data")
     def run_check(self, path: str) -> None:
-        from pathlib import Path
+        self.state.config.data.path = path
+        self._check_in_thread(path, self.state.config.data.ctx_len, self.state.config.data.micro_bsz)
 
+    @work(thread=True, exclusive=True, group="data")
+    def _check_in_thread(self, path: str, ctx_len: int, micro_bsz: int) -> None:
         from rwkv_tui.trainer.data.check import check_jsonl
+        from rwkv_tui.trainer.data.records import first_text
         from rwkv_tui.trainer.errors import RwkvTuiError
 
-        self.state.config.data.path = path
         if not path.endswith(".jsonl"):
-            if Path(path + ".idx").exists() and Path(path + ".bin").exists():
-                self.app.call_from_thread(self._binidx_chosen, path)
-            else:
-                self.app.call_from_thread(self._failed, f"{path}: no .jsonl file or .bin/.idx pair there")
+            self.post_from_worker(binidx_or_failure(path))
             return
-        bar = self.query_one("#check-progress", ProgressBar)
+        worker = get_current_worker()
         try:
-            report = check_jsonl(path, ctx_len=self.state.config.data.ctx_len,
-                                 micro_bsz=self.state.config.data.micro_bsz,
-                                 progress=lambda done, total: self.app.call_from_thread(bar.update, total=total,
-                                                                                         progress=done))
+            report = check_jsonl(path, ctx_len=ctx_len, micro_bsz=micro_bsz,
+                                 progress=lambda done, total: self.post_from_worker(DataProgress(done, total)),
+                                 cancel=lambda: worker.is_cancelled)  # a newer check replaced this one
         except RwkvTuiError as exc:
-            self.app.call_from_thread(self._failed, str(exc))
+            self.post_from_worker(DataFailed(str(exc)))
             return
-        sample = _first_sample(path)
-        self.app.call_from_thread(self._show_report, report, sample)
+        sample = first_text(path)
+        self.post_from_worker(DataChecked(report, sample))
 
-    def _failed(self, message: str) -> None:
+    def on_data_progress(self, message: DataProgress) -> None:
+        self.query_one("#check-progress", ProgressBar).update(total=message.total, progress=message.done)
+
+    def on_data_failed(self, message: DataFailed) -> None:
         self.state.check = None
-        self.query_one("#data-summary", Static).update(f"[red]{message}[/red]")
+        self.query_one("#data-summary", Static).update(f"[red]{message.message}[/red]")
 
-    def _binidx_chosen(self, path: str) -> None:
+    def on_binidx_chosen(self, message: BinidxChosen) -> None:
         self.state.check = None
         self.state.config.data.data_type = "binidx"
-        self.query_one("#data-summary", Static).update(f"binidx dataset {path} (already tokenized)")
+        self.query_one("#data-summary", Static).update(f"binidx dataset {message.path} (already tokenized)")
 
-    def _show_report(self, report, sample: str | None) -> None:
-        self.state.check = report
+    def on_data_checked(self, message: DataChecked) -> None:
+        self.state.check = message.report
         self.state.config.data.data_type = "auto"
+        self._show_report(message.report, message.sample)
+
+    def _show_report(self, report: CheckReport, sample: str | None) -> None:
         stats = report.token_stats()
         errors = len(report.errors) + report.suppressed.get("error", 0)
         warnings = len(report.warnings) + report.suppressed.get("warning", 0)
@@ -136,26 +189,33 @@ class DataScreen(WizardStep):
         if self.state.check is None or not self.state.check.ok:
             self.notify("check the data first (and fix its errors)", severity="warning")
             return
-        self.prepare(self.state.config.data.path)
+        data = self.state.config.data
+        self.prepare(data.path, data.ctx_len, sft_mask=data.loss_mask == "sft")
 
     @work(thread=True, exclusive=True, group="data")
-    def prepare(self, path: str) -> None:
+    def prepare(self, path: str, ctx_len: int, sft_mask: bool) -> None:
         from rwkv_tui.trainer.data.prepare import prepare_binidx
         from rwkv_tui.trainer.errors import RwkvTuiError
 
-        bar = self.query_one("#check-progress", ProgressBar)
         prefix = path.removesuffix(".jsonl")
         try:
-            result = prepare_binidx(path, prefix, ctx_len=self.state.config.data.ctx_len, force=True,
-                                    sft_mask=self.state.config.data.loss_mask == "sft",
-                                    progress=lambda phase, done, total, tokens: self.app.call_from_thread(
-                                        bar.update, total=total, progress=done))
+            result = prepare_binidx(path, prefix, ctx_len=ctx_len, force=True, sft_mask=sft_mask,
+                                    progress=lambda phase, done, total, tokens: self.post_from_worker(
+                                        DataProgress(done, total)))
         except RwkvTuiError as exc:
-            self.app.call_from_thread(self.notify, str(exc), severity="error")
+            self.post_from_worker(PrepareFailed(str(exc)))
             return
+        self.post_from_worker(PrepareDone(result))
+
+    def on_prepare_failed(self, message: PrepareFailed) -> None:
+        self.notify(message.message, severity="error")
+
+    def on_prepare_done(self, message: PrepareDone) -> None:
+        """Train on the prepared files from now on."""
+        result = message.result
         self.state.config.data.path = str(result.prefix)
         self.state.config.data.data_type = "binidx"
-        self.app.call_from_thread(self.notify, f"wrote {result.prefix}.bin/.idx ({result.tokens:,} tokens)")
+        self.notify(f"wrote {result.prefix}.bin/.idx ({result.tokens:,} tokens)")
 
     def can_leave(self) -> bool:
         if not self.state.config.data.path:
@@ -168,18 +228,3 @@ class DataScreen(WizardStep):
             self.notify("press Enter in the path field to check the data", severity="warning")
             return False
         return True
-
-
-def _first_sample(path: str) -> str | None:
-    try:
-        with open(path, encoding="utf-8-sig") as handle:
-            for line in handle:
-                try:
-                    text = json.loads(line).get("text")
-                except (ValueError, AttributeError):
-                    continue
-                if isinstance(text, str) and text:
-                    return text
-    except OSError:
-        return None
-    return None

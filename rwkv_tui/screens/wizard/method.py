@@ -30,14 +30,15 @@ def available_quants() -> tuple[str, ...]:
 
 def method_rows(state, ctx_len: int, micro_bsz: int) -> list[dict]:
     """Every (method, quant) with its estimate; `fits` is None when there is no GPU to fit."""
+    from rwkv_tui.trainer.peft.catalog import METHOD_INFO
     from rwkv_tui.trainer.vram import estimate
 
     rows = []
     free = state.free_vram
     for name in METHODS:
         for quant in QUANTS:
-            if quant != "none" and name in ("full", "lisa"):
-                continue  # these train the base weights: no quantized variant
+            if quant != "none" and not METHOD_INFO[name].supports_quantization:
+                continue  # methods that train the base weights have no quantized variant
             config = RunConfig.for_method(name)
             config.hardware = copy.deepcopy(state.config.hardware)
             config.data.ctx_len, config.data.micro_bsz = ctx_len, micro_bsz
@@ -60,8 +61,6 @@ def best_choice(rows: list[dict]) -> dict:
 
 
 class MethodScreen(WizardStep):
-    step = "method"
-
     def body(self) -> ComposeResult:
         data = self.state.config.data
         yield Static("Pick how to fine-tune (Enter on a row). Estimates are for one GPU with the settings below; "

@@ -2,14 +2,35 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from textual import on, work
 from textual.app import ComposeResult
+from textual.message import Message
 from textual.widgets import DirectoryTree, Input, OptionList, Static
 
 from rwkv_tui.recent import recent_models, remember_model
 from rwkv_tui.screens.wizard.base import WizardStep
+
+if TYPE_CHECKING:
+    from rwkv_tui.trainer.spec import ModelSpec
+
+
+@dataclass
+class ModelInspected(Message, bubble=False):
+    """The checkpoint at `path` was read."""
+
+    path: str
+    spec: ModelSpec
+
+
+@dataclass
+class ModelFailed(Message, bubble=False):
+    """The checkpoint could not be read; `message` says why."""
+
+    message: str
 
 
 class CheckpointTree(DirectoryTree):
@@ -20,8 +41,6 @@ class CheckpointTree(DirectoryTree):
 
 
 class ModelScreen(WizardStep):
-    step = "model"
-
     def body(self) -> ComposeResult:
         yield Static("Path of an official RWKV .pth checkpoint (RWKV-7 x070, RWKV-6 x060 or RWKV-5 x052). "
                      "Version, layers, width, heads and vocabulary are read from the weights.", classes="help")
@@ -54,30 +73,33 @@ class ModelScreen(WizardStep):
         self.query_one("#model-path", Input).value = path
         self.inspect(path)
 
-    @work(thread=True, exclusive=True)
     def inspect(self, path: str) -> None:
+        self.query_one("#model-info", Static).update("reading the checkpoint…")
+        self._read_checkpoint(path)
+
+    @work(thread=True, exclusive=True)
+    def _read_checkpoint(self, path: str) -> None:
         from rwkv_tui.trainer.checkpoint import inspect_checkpoint
         from rwkv_tui.trainer.errors import RwkvTuiError
 
-        self.app.call_from_thread(self.query_one("#model-info", Static).update, "reading the checkpoint…")
         try:
             spec = inspect_checkpoint(path)
         except RwkvTuiError as exc:
-            self.app.call_from_thread(self._show_error, str(exc))
+            self.post_from_worker(ModelFailed(str(exc)))
             return
-        self.app.call_from_thread(self._show_spec, path, spec)
+        self.post_from_worker(ModelInspected(path, spec))
 
-    def _show_error(self, message: str) -> None:
+    def on_model_failed(self, message: ModelFailed) -> None:
         self.state.spec = None
-        self.query_one("#model-info", Static).update(f"[red]{message}[/red]")
+        self.query_one("#model-info", Static).update(f"[red]{message.message}[/red]")
 
-    def _show_spec(self, path: str, spec) -> None:
+    def on_model_inspected(self, message: ModelInspected) -> None:
         from rwkv_tui.render import spec_table
 
-        self.state.spec = spec
-        self.state.config.model.path = path
-        remember_model(path)
-        self.query_one("#model-info", Static).update(spec_table(spec))
+        self.state.spec = message.spec
+        self.state.config.model.path = message.path
+        remember_model(message.path)
+        self.query_one("#model-info", Static).update(spec_table(message.spec))
 
     def can_leave(self) -> bool:
         path = self.query_one("#model-path", Input).value.strip()

@@ -29,8 +29,6 @@ def as_text(value) -> str:
 
 
 class ParamsScreen(WizardStep):
-    step = "params"
-
     def body(self) -> ComposeResult:
         yield Static("Defaults follow the RWKV fine-tuning tutorials for this method. Each field explains itself; "
                      "problems show below as you type.", classes="help")

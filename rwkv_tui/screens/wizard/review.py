@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import shlex
-import time
-from pathlib import Path
 
 from rich.syntax import Syntax
 from textual import on
@@ -29,8 +27,6 @@ def headless_command(config) -> str:
 
 
 class ReviewScreen(WizardStep):
-    step = "review"
-
     def body(self) -> ComposeResult:
         config = self.state.config
         yield Static("Everything this run will use. Start launches the trainer in its own process: you can "
@@ -72,7 +68,9 @@ class ReviewScreen(WizardStep):
             self.notify("\n".join(str(p) for p in problems), severity="error", timeout=10)
             return
         config = self.state.config
-        run_dir = Path(config.output.proj_dir).expanduser() / f"{config.method.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        from rwkv_tui.trainer.training.folder import config_run_dir
+
+        run_dir = config_run_dir(config)
         try:
             launch_training(config, run_dir)
         except RwkvTuiError as exc:

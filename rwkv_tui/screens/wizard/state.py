@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from rwkv_tui.trainer.config import RunConfig
+
+if TYPE_CHECKING:  # for the annotations only: the check module pulls in numpy, the app must open without it
+    from rwkv_tui.trainer.data.check import CheckReport
+    from rwkv_tui.trainer.hardware import HardwareReport
+    from rwkv_tui.trainer.spec import ModelSpec
 
 
 @dataclass
 class WizardState:
     config: RunConfig = field(default_factory=RunConfig)
-    spec: object | None = None        # trainer.spec.ModelSpec once a model is inspected
-    hardware: object | None = None    # trainer.hardware.HardwareReport once detected
+    spec: ModelSpec | None = None              # once a model is inspected
+    hardware: HardwareReport | None = None     # once the GPUs are detected
     gpu_index: int = 0
-    check: object | None = None       # trainer.data.check.CheckReport once the data is checked
+    check: CheckReport | None = None           # once the .jsonl data is checked
 
     @property
     def free_vram(self) -> int | None:
-        gpus = getattr(self.hardware, "gpus", None)
-        if not gpus:
+        if self.hardware is None or not self.hardware.gpus:
             return None
+        gpus = self.hardware.gpus
         return gpus[min(self.gpu_index, len(gpus) - 1)].free_bytes
