@@ -9,6 +9,8 @@ import math
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench` is not an installed package
 
 from bench import gpu_kernels, gpu_trainer  # noqa: E402
@@ -55,6 +57,7 @@ def test_kernel_benchmark_smoke(tmp_path):
     assert rows["bench_broken"]["status"].startswith("failed: RuntimeError: does not compile here")
 
 
+@pytest.mark.slow
 def test_trainer_benchmark_smoke(tmp_path):
     path = gpu_trainer.main(["--smoke", "--micro-bsz", "1,2", "--peak-tflops", "1", "--device", "cpu",
                              "--out", str(tmp_path)])

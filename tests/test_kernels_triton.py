@@ -125,6 +125,7 @@ def test_chunked_triton_op_on_cuda(T, dtype, tol):
     compare_op(wkv7_chunked_triton, 2, T, 3, 64, dtype, "cuda", tol=tol, seed=T)
 
 
+@pytest.mark.slow
 def test_kernels_compile_for_a_gpu_that_is_not_here():
     """triton compiles ahead of time for sm_90 on the CPU (front end, LLVM, its own ptxas): a
     kernel the interpreter accepts but the GPU compiler would reject fails here, in CI."""

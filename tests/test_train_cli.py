@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from conftest import write_tiny_checkpoint
@@ -56,6 +57,7 @@ def test_bad_config_exits_2_with_every_problem(tmp_path, capsys):
     assert main(["train", str(tmp_path / "missing.toml")]) == 2
 
 
+@pytest.mark.slow
 def test_sigint_saves_a_checkpoint_and_resume_finishes(tmp_path):
     model, data = workspace(tmp_path)
     run_dir = tmp_path / "run"

@@ -23,6 +23,7 @@ async def type_into(pilot, app, selector: str, text: str) -> None:
     await pilot.press(*text)
 
 
+@pytest.mark.slow
 @pytest.mark.asyncio
 async def test_wizard_walk_from_model_to_a_finished_run(tmp_path, monkeypatch):
     monkeypatch.setenv("RWKV_TUI_CONFIG_DIR", str(tmp_path / "config"))

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import os
-import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,14 +28,19 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from rwkv_tui.trainer.errors import RwkvTuiError
-from rwkv_tui.trainer.training.folder import DEFAULT_RUNS_ROOT, EventWriter, RunFolder
+from rwkv_tui.trainer.training.epochs import epoch_of
+from rwkv_tui.trainer.training.folder import DEFAULT_RUNS_ROOT, RunFolder
+from rwkv_tui.trainer.training.hooks import HookSchedule, PeriodicHook
 from rwkv_tui.trainer.training.metrics import Every, SmoothedValue, Throughput, memory_snapshot
 from rwkv_tui.trainer.training.schedule import learning_rate
 from rwkv_tui.trainer.training.setup import (Training, build_training, fabric_unwrap, launch_rank_is_zero,
                                              launched_run_dir, make_fabric)
+from rwkv_tui.trainer.training.resume import RESUME_FILE, ResumePoint, load_resume, save_resume, set_rng_state
+from rwkv_tui.trainer.training.run_log import RunLog
 from rwkv_tui.trainer.training.signals import StopRequest, stop_agreed, stop_on_signals
 
-RESUME_FILE = "resume.ckpt"
+__all__ = ["RESUME_FILE", "PeriodicHook", "RunResult", "TrainingError", "accumulate_gradients",
+           "masked_cross_entropy", "optimizer_step", "run"]
 _OOM_HINT = "lower micro_bsz or ctx_len, turn on grad_cp, use int8/nf4 quantization, or choose state tuning"
 _NAN_HINT = "lower lr_init, check the data for broken samples, or use bf16/fp32 instead of fp16"
 
@@ -58,82 +62,6 @@ def masked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, loss_mask:
     losses = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
     mask = loss_mask.flatten().to(losses.dtype)
     return (losses * mask).sum() / mask.sum().clamp(min=1.0)
-
-
-# ---------------------------------------------------------------------------------------------
-# The run folder, written by global rank 0 alone
-
-
-class RunLog:
-    """The run folder's shared files (events.jsonl, train.log, status.json, trainer.pid), written
-    by global rank 0 alone; on the other ranks every call does nothing, so each event appears once.
-
-    Before Fabric exists the rank comes from the launcher's environment (`launch_rank_is_zero`);
-    `follow_rank` then defers to Fabric's, should the two differ."""
-
-    def __init__(self, folder: RunFolder, writes: bool) -> None:
-        self.folder = folder
-        self._events: EventWriter | None = None
-        self._wrote_pid = False
-        if writes:
-            self._open()
-
-    @property
-    def writes(self) -> bool:
-        return self._events is not None
-
-    def follow_rank(self, is_global_zero: bool) -> None:
-        if is_global_zero != self.writes:
-            self.close()
-            if is_global_zero:
-                self._open()
-
-    def emit(self, kind: str, **fields: Any) -> None:
-        if self._events is not None:
-            self._events.emit(kind, **fields)
-
-    def log(self, message: str) -> None:
-        if self._events is not None:
-            self._events.log(message)
-
-    def status(self, **fields: Any) -> None:
-        if self.writes:
-            self.folder.write_status(**fields)
-
-    def close(self) -> None:
-        if self._events is not None:
-            self._events.close()
-            self._events = None
-        if self._wrote_pid:
-            self.folder.pid_file.unlink(missing_ok=True)
-            self._wrote_pid = False
-
-    def _open(self) -> None:
-        self._events = EventWriter(self.folder)
-        self.folder.pid_file.write_text(str(os.getpid()))  # where the dashboard sends its stop signal
-        self._wrote_pid = True
-
-
-# ---------------------------------------------------------------------------------------------
-# Epochs: the one place their numbers are computed
-
-
-@dataclass(frozen=True)
-class EpochPosition:
-    """Where a step stands among the epochs, numbered as events and file names show them."""
-    number: int        # the epoch the step belongs to: 1-based, offset by epoch_begin (step events)
-    completed: int     # the last epoch the step has finished, offset by epoch_begin (checkpoint events)
-    ends_epoch: bool   # the step is the last of its epoch (epoch event, maybe a checkpoint)
-    save_due: bool     # ... and epoch_save asks for a checkpoint there
-
-
-def epoch_of(step: int, epochs) -> EpochPosition:
-    """`step` counts optimizer steps done; `epochs` is the config's EpochConfig. `number` and
-    `completed` differ only inside an epoch (a checkpoint at a stop names the last finished one)."""
-    done, into = divmod(step, epochs.epoch_steps)
-    ends_epoch = step > 0 and into == 0
-    return EpochPosition(number=epochs.epoch_begin + done + int(into > 0), completed=epochs.epoch_begin + done,
-                         ends_epoch=ends_epoch, save_due=ends_epoch and done % epochs.epoch_save == 0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,56 +98,6 @@ class RunContext:
     @property
     def is_global_zero(self) -> bool:
         return self.fabric.is_global_zero
-
-
-@dataclass
-class PeriodicHook:
-    """Work done every `every` optimizer steps, such as a validation loss or generated samples.
-
-    It runs on every rank (a validation loss may need a collective), after the step's event and
-    before the epoch's checkpoint, and reports through `ctx.log`, which only rank 0 writes. Hooks
-    evaluate: they run under torch.no_grad() with the model in eval mode, and the loop puts the
-    model back into training mode afterwards."""
-    every: int
-    run: Callable[[RunContext], None]
-    at_start: bool = False  # also before the first step (step 0, or the step a resume starts at)
-    at_end: bool = False    # also after the last step (finished or stopped), unless it just ran there
-
-    def __post_init__(self) -> None:
-        if self.every < 1:
-            raise ValueError(f"PeriodicHook.every must be at least 1, got {self.every}")
-
-
-class HookSchedule:
-    """Calls the hooks when they are due; remembers the step each last ran at, so none runs twice there."""
-
-    def __init__(self, hooks: Sequence[PeriodicHook] = ()) -> None:
-        self.hooks = list(hooks)
-        self._ran_at: dict[int, int] = {}  # index in self.hooks -> step
-
-    def at_start(self, ctx: RunContext) -> None:
-        self._run_due(ctx, lambda hook: hook.at_start)
-
-    def after_step(self, ctx: RunContext) -> None:
-        self._run_due(ctx, lambda hook: ctx.step % hook.every == 0)
-
-    def at_end(self, ctx: RunContext) -> None:
-        self._run_due(ctx, lambda hook: hook.at_end)
-
-    def _run_due(self, ctx: RunContext, due: Callable[[PeriodicHook], bool]) -> None:
-        for index, hook in enumerate(self.hooks):
-            if due(hook) and self._ran_at.get(index) != ctx.step:
-                _evaluate(hook, ctx)
-                self._ran_at[index] = ctx.step
-
-
-def _evaluate(hook: PeriodicHook, ctx: RunContext) -> None:
-    ctx.model.eval()
-    try:
-        with torch.no_grad():
-            hook.run(ctx)
-    finally:
-        ctx.model.train()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,14 +185,6 @@ def _report_failure(log: RunLog, exc: BaseException) -> None:
 # Setup
 
 
-@dataclass
-class ResumePoint:
-    """Where training continues: a fresh run starts at step 0 with nothing to restore."""
-    step: int = 0
-    smoothed: SmoothedValue = field(default_factory=SmoothedValue)
-    rng: dict | None = None
-
-
 def _setup(config, log: RunLog, *, resume: bool) -> RunContext:
     """Model, method, optimizer, data and trackers, restored from resume.ckpt when resuming."""
     state_dict, spec = _checked_checkpoint(config)
@@ -325,9 +195,9 @@ def _setup(config, log: RunLog, *, resume: bool) -> RunContext:
     del state_dict  # the model holds what it needs: free the rest before the data loads
     log.log(f"model {spec.display_name}, method {config.method.name}: "
             f"{training.trainable:,} trainable of {training.total:,} parameters")
-    point = _load_resume(fabric, log, training) if resume else ResumePoint()
+    point = load_resume(fabric, log, training) if resume else ResumePoint()
     batches = _batches(config, spec, fabric, point.step)
-    _set_rng_state(point.rng)  # after the loader is built, as an uninterrupted run stood here
+    set_rng_state(point.rng)  # after the loader is built, as an uninterrupted run stood here
     ctx = RunContext(config=config, spec=spec, log=log, fabric=fabric, model=training.model,
                      optimizer=training.optimizer, method=training.method, batches=batches,
                      total_steps=_total_steps(config),
@@ -365,20 +235,6 @@ def _warm_starter(config, log: RunLog, resume: bool) -> Callable[[Any, Any], Non
     if not config.method.init_from or resume:
         return None
     return lambda model, method: _warm_start(model, method, config, log)
-
-
-def _load_resume(fabric, log: RunLog, training: Training) -> ResumePoint:
-    """Trainable weights and optimizer state into `training`; the step, running averages and RNG."""
-    path = log.folder.checkpoints / RESUME_FILE
-    if not path.exists():
-        raise RwkvTuiError("the run folder has no checkpoint to resume from", path=path,
-                           hint="start a new run; checkpoints are written every epoch_save epochs and on stop")
-    restored = fabric.load(path, {"model": training.model, "optimizer": training.optimizer}, strict=False)
-    point = ResumePoint(step=int(restored["step"]), smoothed=SmoothedValue.from_state(restored["smoothed"]),
-                        rng=restored.get("rng"))
-    training.method.on_step(training.model, point.step)
-    log.emit("info", message=f"resumed at step {point.step}")
-    return point
 
 
 def _batches(config, spec, fabric, start_step: int) -> Iterator[dict[str, torch.Tensor]]:
@@ -543,51 +399,11 @@ def _save(ctx: RunContext, tag: str) -> None:
     paths = []
     if ctx.is_global_zero:
         paths = save_method_output(ctx.model, ctx.method, ctx.spec, ctx.config, ctx.folder.checkpoints, tag)
-    _save_resume(ctx.fabric, ctx.folder.checkpoints / RESUME_FILE, ctx.model, ctx.optimizer, ctx.method, ctx.step,
+    save_resume(ctx.fabric, ctx.folder.checkpoints / RESUME_FILE, ctx.model, ctx.optimizer, ctx.method, ctx.step,
                  ctx.smoothed)
     ctx.outputs.extend(paths)
     ctx.log.emit("checkpoint", step=ctx.step, epoch=epoch_of(ctx.step, ctx.config.epochs).completed,
                  files=[str(p) for p in paths])
-
-
-def _save_resume(fabric, path: Path, model, optimizer, method, step: int, smoothed: SmoothedValue) -> None:
-    """Only what the base checkpoint cannot give back: trainable weights, optimizer, counters.
-
-    Written to a temporary name and renamed (by rank 0), so a crash mid-save keeps the previous one.
-    """
-    in_optimizer = {id(p) for p in method.optimizer_parameters(fabric_unwrap(model))}
-    trainable = {name for name, p in fabric_unwrap(model).named_parameters() if id(p) in in_optimizer}
-    tmp = path.with_name(path.name + ".tmp")
-    state = {"model": model, "optimizer": optimizer, "step": step, "smoothed": smoothed.state_dict(),
-             "rng": _rng_state()}
-    # Collective, and a CPU–GPU sync: the tensors are copied to the host.
-    fabric.save(tmp, state, filter={"model": lambda name, _: name in trainable})
-    if fabric.is_global_zero:
-        _replace(tmp, path)
-    fabric.barrier()
-
-
-def _replace(tmp: Path, path: Path) -> None:
-    import shutil
-
-    if tmp.is_dir():  # DeepSpeed writes a folder: swap folders, then drop the old one
-        old = path.with_name(path.name + ".old")
-        if path.exists():
-            path.rename(old)
-        tmp.rename(path)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, path)
-
-
-def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "python": random.getstate()}
-
-
-def _set_rng_state(state) -> None:
-    if state:
-        torch.set_rng_state(state["torch"])
-        random.setstate(state["python"])
 
 
 # ---------------------------------------------------------------------------------------------
