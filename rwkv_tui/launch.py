@@ -4,7 +4,11 @@ The trainer runs as `python -m rwkv_tui train CONFIG --run-dir DIR --quiet` in a
 session (its own process group, no controlling terminal), with stdin from /dev/null and
 its output appended to `RUN_DIR/trainer.out`. Closing the terminal or losing the SSH
 connection therefore sends it no SIGHUP; the dashboard finds it again through the run
-folder's `trainer.pid`.
+folder's lock (`trainer.lock`), and until the trainer has taken it, through the `trainer.pid`
+written here with the process's start time and command line.
+
+A folder made here holds no run yet (no config.toml or events.jsonl), so the trainer's
+`--run-dir` accepts it without `--force`.
 """
 
 from __future__ import annotations
@@ -15,8 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from rwkv_tui.trainer.errors import RwkvTuiError
-from rwkv_tui.trainer.training.folder import RunFolder
+from rwkv_tui.trainer.training.folder import RunFolder, folder_in_use, signal_trainer, write_pid_file
 
 
 def trainer_command(config_path: Path, run_dir: Path, resume: bool = False) -> list[str]:
@@ -28,9 +31,9 @@ def trainer_command(config_path: Path, run_dir: Path, resume: bool = False) -> l
 def launch_training(config, run_dir: str | Path, *, resume: bool = False) -> int:
     """Start a detached trainer for `config` (a RunConfig or a .toml path); returns its pid."""
     folder = RunFolder.at(run_dir)
-    if not resume and folder.trainer_pid() is not None:
-        raise RwkvTuiError("a trainer is already running in this run folder", path=folder.path,
-                           hint="attach to it with `rwkv-tui attach`, or choose another run folder")
+    owner = folder.trainer_pid()
+    if owner is not None:  # the trainer would refuse too, but only in trainer.out
+        raise folder_in_use(folder, owner)
     folder.create()
     if resume:
         config_path = folder.config
@@ -41,23 +44,19 @@ def launch_training(config, run_dir: str | Path, *, resume: bool = False) -> int
 
         config_path = folder.path / "launch.toml"
         save_config(config, config_path, only_changes=False)
+    command = trainer_command(config_path, folder.path, resume)
     with open(os.devnull, "rb") as stdin, open(folder.path / "trainer.out", "ab") as out:
-        process = subprocess.Popen(
-            trainer_command(config_path, folder.path, resume),
-            stdin=stdin, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True, close_fds=True,
-        )
-    # The trainer writes its own pid file once it starts; writing it here too lets a
-    # dashboard opened at once see a live process instead of a "crashed" run.
-    folder.pid_file.write_text(str(process.pid))
+        process = subprocess.Popen(command, stdin=stdin, stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True, close_fds=True)
+    # The trainer writes its own pid file once it holds the lock; writing it here too (with the
+    # process's start time and command line, so a reused pid is never trusted) lets a dashboard
+    # opened at once see a live process instead of a "crashed" run.
+    write_pid_file(folder.pid_file, process.pid, cmdline=command)
     folder.write_status(state="starting", pid=process.pid)
     return process.pid
 
 
 def stop_training(run_dir: str | Path) -> bool:
-    """Ask the trainer to stop gracefully (it saves a checkpoint). False if none is running."""
-    pid = RunFolder.at(run_dir).trainer_pid()
-    if pid is None:
-        return False
-    os.kill(pid, signal.SIGINT)
-    return True
+    """Ask the trainer to stop gracefully (it saves a checkpoint). False, and no signal, unless the
+    process is the folder's trainer (holds its lock, or matches the recorded start time and command)."""
+    return signal_trainer(RunFolder.at(run_dir), signal.SIGINT)

@@ -36,47 +36,63 @@ class RunView:
     done_reason: str | None = None
 
     def apply(self, event: dict) -> None:
-        kind = event.get("kind")
-        handler = getattr(self, f"_on_{kind}", None)
-        if handler is not None:
+        """Fold one event in; a malformed one (not an object, a field missing or of the wrong
+        type) is skipped and reported in the log, never raised: a watcher must not crash."""
+        if not isinstance(event, dict):
+            self._on_warning({"message": f"malformed event skipped: {event!r:.80}"})
+            return
+        handler = getattr(self, f"_on_{event.get('kind')}", None)
+        if handler is None:
+            return
+        try:
             handler(event)
+        except (KeyError, TypeError, ValueError) as exc:
+            self._on_warning({"message": f"malformed {event.get('kind')} event skipped ({type(exc).__name__}: "
+                                         f"{exc}): {event!r:.80}"})
 
     def _on_start(self, e: dict) -> None:
         self.state = "running"
-        self.total_steps = e.get("total_steps")
-        self.epoch_steps = e.get("epoch_steps")
-        self.step = e.get("step", self.step)
+        self.total_steps = _count(e, "total_steps")
+        self.epoch_steps = _count(e, "epoch_steps")
+        self.step = _count(e, "step") or self.step
         self.title = f"{e.get('model', '')} · {e.get('method', '')} · {e.get('device', '')}"
         verb = "resumed" if e.get("resumed") else "started"
         self._log("cyan", f"{verb} at step {self.step}/{self.total_steps}: {self.title}")
 
     def _on_step(self, e: dict) -> None:
+        step, loss = _count(e, "step"), _number(e, "loss")
+        if step is None or loss is None:  # checked before anything changes: the view stays consistent
+            raise ValueError("a step event needs a whole-number step and a numeric loss")
+        smoothed = _number(e, "smoothed_loss")
         self.state = "running"
-        self.step = e["step"]
-        self.epoch = e.get("epoch", self.epoch)
-        self.total_steps = e.get("total_steps", self.total_steps)
-        self.loss.append(float(e["loss"]))
-        self.smoothed.append(float(e.get("smoothed_loss", e["loss"])))
-        self.lr = e.get("lr")
-        self.tokens_per_s = e.get("tokens_per_s")
-        self.eta_s = e.get("eta_s")
-        self.wkv_op = e.get("wkv_op", self.wkv_op)
+        self.step = step
+        self.epoch = _count(e, "epoch") or self.epoch
+        self.total_steps = _count(e, "total_steps") or self.total_steps
+        self.loss.append(loss)
+        self.smoothed.append(loss if smoothed is None else smoothed)
+        self.lr = _number(e, "lr")
+        self.tokens_per_s = _number(e, "tokens_per_s")
+        self.eta_s = _number(e, "eta_s")
+        if isinstance(e.get("wkv_op"), str):
+            self.wkv_op = e["wkv_op"]
         if "vram_gb" in e:
             self.memory_label = "VRAM"
-            self.memory_gb, self.memory_total_gb = e["vram_gb"], e.get("vram_total_gb")
+            self.memory_gb, self.memory_total_gb = _number(e, "vram_gb"), _number(e, "vram_total_gb")
         elif "ram_peak_gb" in e:
             self.memory_label = "RAM peak"
-            self.memory_gb, self.memory_total_gb = e["ram_peak_gb"], None
+            self.memory_gb, self.memory_total_gb = _number(e, "ram_peak_gb"), None
         if self.memory_gb is not None:
             self.memory_history.append(self.memory_gb)
-        self.gpus = e.get("gpus", self.gpus)
+        if isinstance(e.get("gpus"), list):
+            self.gpus = [g for g in e["gpus"] if isinstance(g, dict) and {"index", "used_gb", "total_gb"} <= g.keys()]
 
     def _on_epoch(self, e: dict) -> None:
+        smoothed = _number(e, "smoothed_loss")
         self._log("", f"epoch {e.get('epoch')} done at step {e.get('step')}, smoothed loss "
-                      f"{e.get('smoothed_loss', float('nan')):.4f}")
+                      f"{float('nan') if smoothed is None else smoothed:.4f}")
 
     def _on_checkpoint(self, e: dict) -> None:
-        files = e.get("files", [])
+        files = [f for f in e.get("files", []) if isinstance(f, str)]
         self.checkpoints.extend(files)
         self._log("green", f"checkpoint at step {e.get('step')}: " + ", ".join(f.rsplit('/', 1)[-1] for f in files))
 
@@ -93,7 +109,7 @@ class RunView:
         self._log("bold red", f"error: {e.get('message', '')}{hint}")
 
     def _on_done(self, e: dict) -> None:
-        reason = e.get("reason", "finished")
+        reason = str(e.get("reason", "finished"))
         self.done_reason = reason
         self.state = {"finished": "done", "error": "failed"}.get(reason, "stopped")
         self.eta_s = 0.0 if self.state == "done" else None
@@ -106,6 +122,17 @@ class RunView:
     @property
     def progress(self) -> float:
         return self.step / self.total_steps if self.total_steps else 0.0
+
+
+def _number(event: dict, key: str) -> float | None:
+    """A numeric field as a float; None when missing or of another type (a malformed line)."""
+    value = event.get(key)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _count(event: dict, key: str) -> int | None:
+    value = event.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def format_duration(seconds: float | None) -> str:

@@ -57,6 +57,21 @@ def write_tiny_checkpoint(
     return path, spec
 
 
+# The chat every tiny training run learns: short, with User/Assistant turns for the SFT mask.
+MATH_CHAT = [f"User: What is {a} plus {b}?\n\nAssistant: {a + b}." for a in range(6) for b in range(4)]
+
+
+def write_tiny_workspace(directory: Path, texts: list[str] = MATH_CHAT, **checkpoint) -> tuple[Path, Path]:
+    """A tiny World-vocab checkpoint and a `{"text": …}` jsonl of `texts` in `directory`: (model, data)."""
+    import json
+
+    settings = {"n_layer": 2, "n_embd": 64, "vocab_size": 65536, "head_size": 16, **checkpoint}
+    model, _ = write_tiny_checkpoint(directory, **settings)
+    data = Path(directory) / "math.jsonl"
+    data.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    return model, data
+
+
 @pytest.fixture(autouse=True)
 def isolated_user_dirs(tmp_path_factory, monkeypatch):
     """Presets and recent files go to a temporary home, never the real one."""

@@ -14,7 +14,7 @@ from rwkv_tui.app import RwkvTuiApp
 from rwkv_tui.run_view import RunView, format_duration
 from rwkv_tui.screens.dashboard import DashboardScreen
 from rwkv_tui.widgets.loss_chart import plot_braille
-from rwkv_tui.trainer.training.folder import EventWriter, RunFolder
+from rwkv_tui.trainer.training.folder import EventWriter, RunFolder, write_pid_file
 
 T0 = 1_700_000_000.0
 
@@ -82,7 +82,7 @@ async def test_live_run_updates_and_crash_is_detected(tmp_path):
     folder = RunFolder.at(tmp_path / "live").create()
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        folder.pid_file.write_text(str(child.pid))
+        write_pid_file(folder.pid_file, child.pid)
         folder.write_status(state="running")
         writer = EventWriter(folder)
         writer.emit("start", step=0, total_steps=10, epoch_steps=10, model="m", method="state", device="cpu")
@@ -112,7 +112,7 @@ async def test_stop_sends_sigint_after_confirmation(tmp_path):
     try:
         assert child.stdout.readline().strip() == "ready"
         folder = finished_run(tmp_path / "run", steps=3)
-        folder.pid_file.write_text(str(child.pid))
+        write_pid_file(folder.pid_file, child.pid)
         app = RwkvTuiApp(attach=folder.path, runs_root=tmp_path)
         async with app.run_test(size=(80, 24)) as pilot:
             await pilot.press("s")

@@ -315,15 +315,22 @@ def test_a_document_of_exactly_ctx_len_tokens_is_not_truncated(tmp_path):
     assert sample["loss_mask"].sum() == n  # every token and the end-of-text token are targets
 
 
-def test_jsonl_is_tokenized_once_and_cached(tmp_path):
+def test_jsonl_is_tokenized_once_into_a_mapped_binidx_cache(tmp_path):
     source = write_jsonl(tmp_path / "d.jsonl", GOOD)
-    first = load_jsonl_corpus(source)
-    caches = list(tmp_path.glob(".d.jsonl.*.tokens.npz"))
-    assert len(caches) == 1
-    again = load_jsonl_corpus(source)
-    assert (again.tokens == first.tokens).all()
+    cache_dir = tmp_path / "cache"
+    first = load_jsonl_corpus(source, cache_dir)
+    caches = sorted(p.name for p in cache_dir.iterdir())
+    assert len(caches) == 3 and {Path(c).suffix for c in caches} == {".bin", ".idx", ".sftmask"}
+    assert not first.tokens.flags.owndata and not first.masks.flags.owndata  # views of the mapped files, no copies
+    written = {p: p.stat().st_mtime_ns for p in cache_dir.iterdir()}
+    again = load_jsonl_corpus(source, cache_dir)
+    assert (again.tokens == first.tokens).all() and (again.masks == first.masks).all()
+    assert {p: p.stat().st_mtime_ns for p in cache_dir.iterdir()} == written  # read, not tokenized again
     write_jsonl(source, GOOD[:2])  # edited: a new hash, a new cache
-    assert len(load_jsonl_corpus(source)) == 2
+    assert len(load_jsonl_corpus(source, cache_dir)) == 2
+    assert len(list(cache_dir.iterdir())) == 6
+    beside = load_jsonl_corpus(source)  # without a cache folder: beside the file, hidden
+    assert len(beside) == 2 and len(list(tmp_path.glob(".d_jsonl-*.bin"))) == 1
 
 
 def test_token_ids_beyond_the_model_vocab_are_refused(tmp_path):

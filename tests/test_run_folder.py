@@ -12,9 +12,11 @@ from rwkv_tui.trainer.training.folder import (
     EventReader,
     EventWriter,
     RunFolder,
+    RunLock,
     config_run_dir,
     new_run_dir,
     read_all_events,
+    write_pid_file,
 )
 from rwkv_tui.trainer.training.schedule import learning_rate
 
@@ -61,8 +63,16 @@ def test_status_is_merged_and_pid_liveness(tmp_path):
     folder.write_status(step=4)
     assert folder.read_status()["state"] == "running" and folder.read_status()["step"] == 4
     folder.pid_file.write_text(str(os.getpid()))
+    assert folder.trainer_pid() is None  # a bare pid may belong to anyone by now: not trusted
+    write_pid_file(folder.pid_file, os.getpid())  # with this process's start time and command line
     assert folder.trainer_pid() == os.getpid()
+    write_pid_file(folder.pid_file, os.getpid(), cmdline=["python", "someone-else"])
+    assert folder.trainer_pid() is None  # same pid, another command: a reused pid
     folder.pid_file.write_text("999999999")
+    assert folder.trainer_pid() is None
+    lock = RunLock.acquire(folder)  # the lock's holder is trusted whatever trainer.pid says
+    assert folder.trainer_pid() == os.getpid()
+    lock.release()
     assert folder.trainer_pid() is None
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
@@ -12,19 +11,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import write_tiny_checkpoint
+from conftest import write_tiny_workspace
 from rwkv_oracle import run_official
 from rwkv_tui.trainer.training.folder import RunFolder, read_all_events
 
 ROOT = Path(__file__).resolve().parent.parent
-CHAT = [f"User: What is {a} plus {b}?\n\nAssistant: {a + b}." for a in range(6) for b in range(4)]
 
 
 def workspace(tmp_path):
-    model, spec = write_tiny_checkpoint(tmp_path, n_layer=2, n_embd=64, vocab_size=65536, head_size=16)
-    data = tmp_path / "math.jsonl"
-    data.write_text("".join(json.dumps({"text": t}) + "\n" for t in CHAT))
-    return model, data
+    return write_tiny_workspace(tmp_path)
 
 
 def test_preset_trains_headless_and_outputs_load_in_rwkv(tmp_path, capsys):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import json
 import signal
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import write_tiny_checkpoint
+from conftest import write_tiny_workspace
 from rwkv_tui.trainer.config import EpochConfig, RunConfig
 from rwkv_tui.trainer.training.folder import RunFolder, read_all_events
 from rwkv_tui.trainer.training.epochs import epoch_of
@@ -26,17 +25,12 @@ from rwkv_tui.trainer.training.signals import StopRequest
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAINING = ROOT / "trainer" / "training"  # loop.py and the phases it calls
-CHAT = [f"User: What is {a} plus {b}?\n\nAssistant: {a + b}." for a in range(6) for b in range(4)]
 MAX_FUNCTION_LINES = 60
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("loop")
-    model, _ = write_tiny_checkpoint(directory, n_layer=2, n_embd=64, vocab_size=65536, head_size=16)
-    data = directory / "math.jsonl"
-    data.write_text("".join(json.dumps({"text": t}) + "\n" for t in CHAT))
-    return model, data
+    return write_tiny_workspace(tmp_path_factory.mktemp("loop"))
 
 
 def tiny_config(workspace, steps: int) -> RunConfig:
@@ -200,7 +194,8 @@ def test_a_two_process_ddp_run_writes_the_folder_once_and_stops_together(workspa
     finally:
         proc.kill()
     assert proc.returncode == 0, out
-    assert [p.name for p in runs.iterdir()] == [folder.path.name]  # rank 1 used rank 0's folder
+    run_folders = [p.name for p in runs.iterdir() if p.name != ".token-cache"]  # the root's shared token cache
+    assert run_folders == [folder.path.name]  # rank 1 used rank 0's folder
     events = read_all_events(folder)
     kinds = [e["kind"] for e in events]
     assert kinds.count("start") == 1 and kinds.count("done") == 1 and kinds[-1] == "done"

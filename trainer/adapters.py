@@ -89,12 +89,66 @@ def merge_into(base: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor],
     method_name = metadata.get("method") or detect_method(tensors, path)
     if alpha is not None:
         metadata["alpha"] = alpha
-    missing = [k for k in tensors if k.endswith((".lora_A", ".disha")) and
-               k.rsplit(".", 1)[0] + ".weight" not in base]
-    if missing:
-        raise CheckpointError(f"the adapter does not fit this base model: no weight for {missing[0]}",
-                              path=path, hint="merge into the same base model the adapter was trained on")
+    _ensure_shapes_fit(base, tensors, method_name, path)
     return method_class(method_name).merge(base, tensors, metadata)
+
+
+# Low-rank tensors: (which of its dimensions, must equal which dimension of the base's weight).
+# lora_A and pissa_init_A are [r, in], lora_B and pissa_init_B [out, r], MiSS's disha [r, out].
+_LOW_RANK_DIMENSIONS = {".lora_A": (1, 1), ".pissa_init_A": (1, 1), ".lora_B": (0, 0), ".pissa_init_B": (0, 0),
+                        ".disha": (1, 0)}
+_STATE_SUFFIX = ".att.time_state"
+
+
+def _ensure_shapes_fit(base: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor], method_name: str,
+                       path) -> None:
+    """Refuse, saying what differs, a file whose tensors do not fit the base (one from a
+    different-size model would otherwise merge into a broken model)."""
+    from rwkv_tui.trainer.checkpoint import infer_spec
+
+    spec = infer_spec(base)
+    differences = [d for key, tensor in tensors.items() if (d := _shape_difference(key, tensor, base, spec))]
+    if differences:
+        what = "state file" if method_name == "state" else f"{method_name} adapter"
+        more = f" (and {len(differences) - 1} more tensor(s))" if len(differences) > 1 else ""
+        raise CheckpointError(f"the {what} does not fit the base model {spec.display_name}: {differences[0]}{more}",
+                              path=path, hint="merge into the base model it was trained on")
+
+
+def _shape_difference(key: str, tensor: torch.Tensor, base: dict[str, torch.Tensor], spec) -> str | None:
+    """What is wrong with one tensor of the file against the base, or None when it fits."""
+    if key.endswith(_STATE_SUFFIX):
+        return _state_difference(key, tensor, spec)
+    suffix = next((s for s in _LOW_RANK_DIMENSIONS if key.endswith(s)), None)
+    if suffix is None:  # a full copy (norms, time-mix vectors, LISA/full weights)
+        if key not in base:
+            return f"{key} is not a tensor of the base model"
+        return None if tensor.shape == base[key].shape else \
+            f"{key} is {_dims(tensor.shape)}, the base's is {_dims(base[key].shape)}"
+    weight_key = key[: -len(suffix)] + ".weight"
+    weight = base.get(weight_key)
+    if weight is None:
+        return f"{key} adapts {weight_key}, which the base model does not have"
+    own, of_weight = _LOW_RANK_DIMENSIONS[suffix]
+    if tensor.dim() != 2 or tensor.shape[own] != weight.shape[of_weight]:
+        return f"{key} is {_dims(tensor.shape)}, which does not fit {weight_key} of {_dims(weight.shape)}"
+    if suffix == ".disha" and weight.shape[1] % tensor.shape[0]:
+        return f"{key}'s block size {tensor.shape[0]} does not divide {weight_key}'s width {weight.shape[1]}"
+    return None
+
+
+def _state_difference(key: str, tensor: torch.Tensor, spec) -> str | None:
+    layer = key.split(".")[1] if key.startswith("blocks.") else ""
+    if not layer.isdigit() or int(layer) >= spec.n_layer:
+        return f"{key} names a layer the base model (L{spec.n_layer}) does not have"
+    expected = (spec.n_head, spec.head_size, spec.head_size)
+    if tuple(tensor.shape) != expected:
+        return f"{key} is {_dims(tensor.shape)}, the base needs {_dims(expected)} (heads × head size × head size)"
+    return None
+
+
+def _dims(shape) -> str:
+    return " × ".join(str(n) for n in shape)
 
 
 def merge_files(base_path, adapter_path, out_path, dtype: torch.dtype = torch.bfloat16,

@@ -8,10 +8,17 @@ write to a temporary file in the same folder, flush, fsync, then rename over the
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+
+from rwkv_tui.trainer.errors import RwkvTuiError
+
+TEMP_SUFFIX = ".tmp"  # every temporary name ends so (mkstemp's and the DeepSpeed resume folder's)
 
 
 @contextlib.contextmanager
@@ -19,7 +26,7 @@ def atomic_output(path: str | Path, mode: str = "wb") -> Iterator:
     """Yield a file handle whose content appears at `path` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     _default_permissions(fd)
     try:
         with os.fdopen(fd, mode) as handle:
@@ -66,7 +73,7 @@ def atomic_outputs(paths: list[str | Path], mode: str = "wb") -> Iterator[list]:
     try:
         for path in paths:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
             temps.append(tmp)
             _default_permissions(fd)
             handles.append(os.fdopen(fd, mode))
@@ -92,3 +99,61 @@ def _default_permissions(fd: int) -> None:
     umask = os.umask(0)
     os.umask(umask)
     os.fchmod(fd, 0o666 & ~umask)
+
+
+def open_nofollow(path: str | Path, flags: int, mode: int = 0o666) -> int:
+    """`os.open` that refuses a symbolic link at `path` (O_NOFOLLOW): a link planted in a run
+    folder must not redirect a write (a `trainer.pid` link would overwrite its target)."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise RwkvTuiError("is a symbolic link; run-folder files are never followed through links",
+                               path=path, hint="remove the link (the trainer recreates the file)") from None
+        raise
+
+
+# ---------------------------------------------------------------------------- space and leftovers
+
+
+@dataclass(frozen=True)
+class DiskSpace:
+    free_bytes: int
+    mount: Path  # the filesystem's mount point, so a message can say which disk is full
+
+
+def disk_space(directory: str | Path) -> DiskSpace:
+    """Free bytes (for this user: statvfs's f_bavail) on the filesystem holding `directory`."""
+    return DiskSpace(free_bytes=shutil.disk_usage(directory).free, mount=mount_point(directory))
+
+
+def mount_point(path: str | Path) -> Path:
+    path = Path(os.path.realpath(path))
+    while not os.path.ismount(path) and path != path.parent:
+        path = path.parent
+    return path
+
+
+def disk_full_message(path: str | Path, needed_bytes: int, space: DiskSpace) -> str:
+    return (f"disk full while writing {path}: {_megabytes(needed_bytes)} MB needed, "
+            f"{_megabytes(space.free_bytes)} MB free on {space.mount}; the previous checkpoint is intact")
+
+
+def _megabytes(n: int) -> int:
+    return -(-n // 1_000_000)  # rounded up: "0 MB needed" would read as a bug
+
+
+def remove_stale_temporaries(directory: str | Path) -> list[Path]:
+    """Delete the temporary files (and DeepSpeed's temporary folders) a killed writer left in
+    `directory`. Only safe while nothing else writes there: the run folder's owner calls it."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    removed = []
+    for leftover in sorted(directory.glob(f"*{TEMP_SUFFIX}")):
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+        removed.append(leftover)
+    return removed

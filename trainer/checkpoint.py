@@ -8,6 +8,7 @@ tensor shapes: users never type `n_layer` or `n_embd`.
 
 from __future__ import annotations
 
+import errno
 import pickle
 import re
 from collections import Counter
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from rwkv_tui.trainer.atomic import atomic_output
+from rwkv_tui.trainer.atomic import atomic_output, disk_full_message, disk_space
 from rwkv_tui.trainer.errors import CheckpointError, UnsupportedModelError
 from rwkv_tui.trainer.shapes import expected_shapes
 from rwkv_tui.trainer.spec import ModelSpec
@@ -44,6 +45,12 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             "file not found", path=path,
             hint="check the path; RWKV checkpoints are .pth files such as RWKV-x070-World-0.4B-….pth",
         )
+    return _as_flat_tensor_dict(load_torch_file(path), path)
+
+
+def load_torch_file(path: Path):
+    """Whatever a torch.save file holds, loaded with weights_only=True (explicit, so the
+    TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD variable cannot turn it off); every failure names the file."""
     if path.is_dir():
         raise CheckpointError("is a directory, not a checkpoint file", path=path,
                               hint="pick the .pth file inside it")
@@ -58,7 +65,7 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         loaded = _torch_load(path, mmap=False)  # old serialization: mmap is not possible
     else:
         raise CheckpointError("not a PyTorch checkpoint", path=path, hint=_format_hint(head))
-    return _as_flat_tensor_dict(loaded, path)
+    return loaded
 
 
 def _torch_load(path: Path, *, mmap: bool):
@@ -254,6 +261,59 @@ def save_state_dict(
 
 
 def atomic_torch_save(obj, path: str | Path) -> None:
-    """`torch.save` through a temp file + fsync + rename (also used for adapters and states)."""
-    with atomic_output(path) as handle:
-        torch.save(obj, handle)
+    """`torch.save` through a temp file beside `path` + fsync + rename (models, adapters, states,
+    resume.ckpt), after checking the disk has room; a full disk is a `CheckpointError` and `path`
+    keeps its previous content.
+
+    It streams: torch pickles the structure, then writes the tensors' bytes one storage at a time
+    straight into the file (a GPU storage is copied to the host one at a time), so the extra RAM is
+    one storage plus the writer's buffers, never the whole checkpoint (bench/checkpoint_save.py)."""
+    path = Path(path)
+    needed = saved_bytes(obj)
+    _ensure_free_space(path, needed)
+    try:
+        with atomic_output(path) as handle:
+            torch.save(obj, handle)
+    except OSError as exc:
+        raise _write_error(path, needed, exc) from None
+    except RuntimeError as exc:  # torch's own zip writer: a short write reads "unexpected pos"
+        if "unexpected pos" not in str(exc) and "file write failed" not in str(exc):
+            raise
+        raise _write_error(path, needed, OSError(errno.ENOSPC, "short write")) from None
+
+
+_SAVE_OVERHEAD = 1 << 20  # zip headers, 64-byte record alignment and the pickled structure
+
+
+def saved_bytes(obj) -> int:
+    """What `torch.save(obj)` writes, near enough: every distinct storage once, plus overhead."""
+    storages: dict[int, int] = {}
+    pending = [obj]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, torch.Tensor):
+            storage = item.untyped_storage()
+            storages[storage.data_ptr()] = storage.nbytes()
+        elif isinstance(item, Mapping):
+            pending.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            pending.extend(item)
+    return sum(storages.values()) + _SAVE_OVERHEAD
+
+
+def _ensure_free_space(path: Path, needed: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    space = disk_space(path.parent)
+    if space.free_bytes < needed:
+        raise CheckpointError(disk_full_message(path, needed, space), hint=_DISK_FULL_HINT)
+
+
+_DISK_FULL_HINT = ("free space there (old runs' checkpoints/ folders are the usual suspects) or set "
+                   "output.proj_dir to a bigger disk, then resume the run")
+
+
+def _write_error(path: Path, needed: int, exc: OSError) -> CheckpointError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return CheckpointError(disk_full_message(path, needed, disk_space(path.parent)), hint=_DISK_FULL_HINT)
+    return CheckpointError(f"cannot write {path}: {exc.strerror or exc}; the previous checkpoint is intact",
+                           hint="check the folder's permissions and the disk's health")

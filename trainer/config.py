@@ -19,6 +19,7 @@ from typing import Any
 
 from rwkv_tui.trainer.atomic import atomic_write_text
 from rwkv_tui.trainer.errors import ConfigError
+from rwkv_tui.trainer.hardware import MemoryBudget
 from rwkv_tui.trainer.peft.catalog import METHOD_INFO
 from rwkv_tui.trainer.training.folder import DEFAULT_RUNS_ROOT
 
@@ -346,10 +347,18 @@ def load_config(path: str | Path) -> RunConfig:
     except FileNotFoundError:
         raise ConfigError("config file not found", path=path,
                           hint="list presets with `rwkv-tui presets list`") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory", hint="give a preset name or a .toml file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start})",
+                          hint="a config is a TOML text file; save it as UTF-8") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", path=path) from None
+    if not data:  # nothing but blanks or comments: every default, and no model or data to train
+        raise ConfigError(f"config file {path} is empty",
+                          hint="fill it in the wizard (`rwkv-tui`) or start from `rwkv-tui presets show lora`")
     data.pop("preset", None)  # a preset's own name/description, not a setting
     return config_from_dict(data, source=path)
 
@@ -457,14 +466,26 @@ class ValidationFacts:
     cuda_devices: int | None = None
     data_tokens: int | None = None
     bitsandbytes_available: bool | None = None
+    memory: MemoryBudget | None = None  # free memory on the chosen device, and the RAM
+
+
+# Ceilings on counts: past them a run cannot fit or never finishes a step (micro_bsz=1e9 was
+# OOM-killed at 23.5 GB, accumulate_grad_batches=1e9 hung in its first step).
+UPPER_BOUNDS: dict[str, int] = {
+    "method.r": 65536, "method.svd_niter": 100, "method.lisa_r": 4096, "method.lisa_k": 10**8,
+    "data.ctx_len": 1 << 20, "data.micro_bsz": 4096, "data.accumulate_grad_batches": 1024,
+    "epochs.epoch_steps": 10**8, "epochs.epoch_count": 10**6, "epochs.epoch_save": 10**6,
+    "epochs.epoch_begin": 10**6, "optim.warmup_steps": 10**8,
+    "hardware.devices": 1024, "hardware.num_nodes": 4096,
+}
 
 
 def validate(config: RunConfig, spec=None, *, cuda_available: bool | None = None,
              cuda_devices: int | None = None, data_tokens: int | None = None,
-             bitsandbytes_available: bool | None = None) -> list[ConfigProblem]:
-    """Every problem at once. `spec` (the model), CUDA and data facts enable the checks that
-    need them; None means "unknown", and those checks are skipped."""
-    facts = ValidationFacts(spec, cuda_available, cuda_devices, data_tokens, bitsandbytes_available)
+             bitsandbytes_available: bool | None = None, memory: MemoryBudget | None = None) -> list[ConfigProblem]:
+    """Every problem at once. `spec` (the model), CUDA, data and memory facts enable the checks
+    that need them; None means "unknown", and those checks are skipped."""
+    facts = ValidationFacts(spec, cuda_available, cuda_devices, data_tokens, bitsandbytes_available, memory)
     return [problem for check in SECTION_CHECKS for problem in check(config, facts)]
 
 
@@ -488,6 +509,7 @@ def model_problems(config: RunConfig, facts: ValidationFacts) -> list[ConfigProb
 def method_problems(config: RunConfig, facts: ValidationFacts) -> list[ConfigProblem]:
     m = config.method
     problems = _below_one(config, ("method.r", "method.lisa_r", "method.lisa_k"))
+    problems += _too_large(config, "method")
     problems += _outside_fraction(config, ("method.dropout",))
     if m.name in ("lora", "pissa", "miss") and not m.targets:
         problems.append(ConfigProblem("method.targets", f"{m.name} needs at least one target matrix",
@@ -532,6 +554,8 @@ def data_problems(config: RunConfig, facts: ValidationFacts) -> list[ConfigProbl
     if not d.path:
         problems.append(ConfigProblem("data.path", "no training data chosen", "pick a .jsonl file or a binidx prefix"))
     problems += _below_one(config, ("data.ctx_len", "data.micro_bsz", "data.accumulate_grad_batches"))
+    problems += _too_large(config, "data")
+    problems += _data_type_problems(config)
     if d.loading == "random" and d.loss_mask == "sft":
         problems.append(ConfigProblem("data.loss_mask", "random windows cut across samples, so roles cannot be masked",
                                       "use loading=pad or pack with sft masking, or loss_mask=none"))
@@ -543,8 +567,22 @@ def data_problems(config: RunConfig, facts: ValidationFacts) -> list[ConfigProbl
     return problems
 
 
+def _data_type_problems(config: RunConfig) -> list[ConfigProblem]:
+    """A data_type the path contradicts: the file would be read in the wrong format."""
+    d = config.data
+    suffix = Path(d.path).suffix if isinstance(d.path, str) else ""
+    if d.data_type == "jsonl" and suffix in (".bin", ".idx"):
+        return [ConfigProblem("data.data_type", f"jsonl was chosen, but {d.path} is a binidx file",
+                              "set data_type=binidx (or auto), or point data.path at the .jsonl")]
+    if d.data_type == "binidx" and suffix == ".jsonl":
+        return [ConfigProblem("data.data_type", f"binidx was chosen, but {d.path} is a jsonl file",
+                              "set data_type=jsonl (or auto), or point data.path at the binidx prefix")]
+    return []
+
+
 def epochs_problems(config: RunConfig, facts: ValidationFacts) -> list[ConfigProblem]:
-    return _below_one(config, ("epochs.epoch_steps", "epochs.epoch_count", "epochs.epoch_save"))
+    problems = _below_one(config, ("epochs.epoch_steps", "epochs.epoch_count", "epochs.epoch_save"))
+    return problems + _too_large(config, "epochs")
 
 
 def optim_problems(config: RunConfig, facts: ValidationFacts) -> list[ConfigProblem]:
@@ -557,12 +595,13 @@ def optim_problems(config: RunConfig, facts: ValidationFacts) -> list[ConfigProb
     if _any_negative(config, ("optim.warmup_steps", "optim.weight_decay", "optim.grad_clip")):
         problems.append(ConfigProblem("optim", "warmup_steps, weight_decay and grad_clip cannot be negative",
                                       "use 0 to turn them off"))
-    return problems
+    return problems + _too_large(config, "optim")
 
 
 def hardware_problems(config: RunConfig, facts: ValidationFacts) -> list[ConfigProblem]:
     hw = config.hardware
     problems = _below_one(config, ("hardware.devices", "hardware.num_nodes"))
+    problems += _too_large(config, "hardware")
     if facts.cuda_available is False:
         problems += _needs_cuda_problems(config)
     found = facts.cuda_devices
@@ -603,9 +642,57 @@ def cross_section_problems(config: RunConfig, facts: ValidationFacts) -> list[Co
     return []
 
 
-# What `validate` runs, in this order: one check per section, then the rules joining sections.
+def memory_problems(config: RunConfig, facts: ValidationFacts) -> list[ConfigProblem]:
+    """micro_bsz × ctx_len against the memory estimate of the chosen device: free VRAM on a GPU
+    (and the RAM that offloaded optimizer states take), the available RAM on the CPU. Needs the
+    model's spec and the memory facts; runs before the model is built."""
+    budget, spec = facts.memory, facts.spec
+    if spec is None or budget is None or field_type_problems(config, facts) or _counts_out_of_range(config):
+        return []
+    if budget.on_gpu:
+        return (_device_fit_problems(config, spec, budget.device, budget.gpu_free_bytes, "cuda")
+                + _offload_fit_problems(config, spec, budget.ram_available_bytes))
+    return _device_fit_problems(config, spec, budget.device, budget.ram_available_bytes, "cpu")
+
+
+def _counts_out_of_range(config: RunConfig) -> bool:
+    """Counts out of range (reported by their sections) make no estimate."""
+    names = ("data.ctx_len", "data.micro_bsz", "method.r", "method.lisa_r", "hardware.devices", "hardware.num_nodes")
+    return any(not 1 <= get_field(config, dotted) <= UPPER_BOUNDS[dotted] for dotted in names)
+
+
+def _device_fit_problems(config: RunConfig, spec, device: str, free: int | None, kind: str) -> list[ConfigProblem]:
+    from rwkv_tui.trainer.vram import GB, estimate, largest_micro_bsz
+
+    if free is None:
+        return []
+    hw = config.hardware
+    need = estimate(spec, config, hw.devices * hw.num_nodes, kind).total
+    if need <= free:
+        return []
+    d = config.data
+    fitting = largest_micro_bsz(spec, config, free, kind)
+    lower = f"lower micro_bsz to {fitting} or ctx_len" if fitting else "lower ctx_len"
+    return [ConfigProblem("data.micro_bsz", f"micro_bsz × ctx_len = {d.micro_bsz:,} × {d.ctx_len:,} needs about "
+                                            f"{need / GB:,.1f} GB on {device}, {free / GB:,.1f} GB free",
+                          f"{lower}; turn on grad_cp, use int8/nf4 quantization or state tuning")]
+
+
+def _offload_fit_problems(config: RunConfig, spec, ram: int | None) -> list[ConfigProblem]:
+    from rwkv_tui.trainer.vram import GB, offloaded_bytes
+
+    need = offloaded_bytes(spec, config)
+    if ram is None or need <= ram:
+        return []
+    return [ConfigProblem("hardware.strategy", f"{config.hardware.strategy} keeps about {need / GB:,.1f} GB of "
+                                               f"optimizer states in CPU RAM, {ram / GB:,.1f} GB available",
+                          "use a strategy without offload, or a method with fewer trained weights")]
+
+
+# What `validate` runs, in this order: one check per section, the rules joining sections, then
+# whether the run fits the device's memory.
 SECTION_CHECKS = (field_type_problems, model_problems, method_problems, data_problems, epochs_problems,
-                  optim_problems, hardware_problems, cross_section_problems)
+                  optim_problems, hardware_problems, cross_section_problems, memory_problems)
 
 
 # Shared range rules. A value of the wrong type is skipped: field_type_problems reports it.
@@ -617,6 +704,17 @@ def _below_one(config: RunConfig, names: tuple[str, ...]) -> list[ConfigProblem]
         value = get_field(config, dotted)
         if isinstance(value, int) and value < 1:
             problems.append(ConfigProblem(dotted, f"must be at least 1, got {value}", f"set {dotted} to 1 or more"))
+    return problems
+
+
+def _too_large(config: RunConfig, section: str) -> list[ConfigProblem]:
+    """The section's counts above their ceiling in UPPER_BOUNDS."""
+    problems = []
+    for dotted, limit in UPPER_BOUNDS.items():
+        value = get_field(config, dotted) if dotted.startswith(section + ".") else None
+        if isinstance(value, int) and not isinstance(value, bool) and value > limit:
+            problems.append(ConfigProblem(dotted, f"must be at most {limit:,}, got {value:,}",
+                                          f"set {dotted} to {limit:,} or less"))
     return problems
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,64 @@ def _from_torch() -> list[GpuInfo]:
 def detect_gpus() -> list[GpuInfo]:
     gpus = _from_nvml()
     return gpus if gpus is not None else _from_torch()
+
+
+@dataclass(frozen=True)
+class MemoryBudget:
+    """The memory a run may take: free memory on its GPU (None when it trains on the CPU) and the
+    RAM this process may still use (None when unknown)."""
+
+    device: str  # what to name in a message: "GPU 0 (NVIDIA H100)", "CPU RAM"
+    gpu_free_bytes: int | None
+    ram_available_bytes: int | None
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.gpu_free_bytes is not None
+
+
+def memory_budget(accelerator: str, devices: int, cuda_available: bool) -> MemoryBudget:
+    """What the chosen device has free: the GPU with the least free memory among the `devices`
+    used, or, on the CPU, the available RAM."""
+    ram = available_ram_bytes()
+    gpus = detect_gpus()[:max(devices, 1)] if accelerator != "cpu" and cuda_available else []
+    if not gpus:
+        return MemoryBudget("CPU RAM", None, ram)
+    tightest = min(gpus, key=lambda gpu: gpu.free_bytes)
+    return MemoryBudget(f"GPU {tightest.index} ({tightest.name})", tightest.free_bytes, ram)
+
+
+def available_ram_bytes() -> int | None:
+    """RAM this process can still allocate: the kernel's MemAvailable, capped by the cgroup's
+    limit (a container is OOM-killed at its limit, whatever the host has free)."""
+    candidates = [n for n in (_meminfo_available(), _cgroup_headroom()) if n is not None]
+    return min(candidates) if candidates else None
+
+
+def _meminfo_available() -> int | None:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _cgroup_headroom() -> int | None:
+    """cgroup v2: memory.max minus memory.current (None without a limit)."""
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
+    except (OSError, ValueError):
+        return None
+    if limit == "max" or not limit.isdigit():
+        return None
+    return max(int(limit) - used, 0)
 
 
 def _ram_bytes() -> int | None:

@@ -11,7 +11,7 @@ tutorials' VRAM tables.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from rwkv_tui.trainer.peft.catalog import method_info
 from rwkv_tui.trainer.spec import ModelSpec
@@ -75,13 +75,15 @@ def trainable_parameter_count(spec: ModelSpec, method) -> int:
     raise ValueError(f"unknown method {name!r}")
 
 
-def estimate(spec: ModelSpec, config, n_gpus: int = 1) -> VramBreakdown:
+def estimate(spec: ModelSpec, config, n_gpus: int = 1, device: str = "cuda") -> VramBreakdown:
+    """What a training step keeps in memory on `device`: "cuda" (the GPU's share), or "cpu" (a
+    CPU run's RAM: the same parts without the CUDA context)."""
     k = CALIBRATION
     method, data, hw = config.method, config.data, config.hardware
     tokens = data.ctx_len * data.micro_bsz
     weight_bytes = 4.0 if hw.precision in ("fp32", "tf32") else 2.0
     trainable = trainable_parameter_count(spec, method)
-    parts: dict[str, float] = {"CUDA context": k["cuda_context_bytes"]}
+    parts: dict[str, float] = {"CUDA context": k["cuda_context_bytes"] if device == "cuda" else 0.0}
 
     if method_info(method.name).trains_base_weights:  # no quantization: frozen weights keep their dtype
         frozen = spec.n_params - trainable
@@ -95,7 +97,7 @@ def estimate(spec: ModelSpec, config, n_gpus: int = 1) -> VramBreakdown:
     optimizer_share = 1.0
     if hw.strategy.startswith("deepspeed_stage") and n_gpus > 1:
         optimizer_share = 1.0 / n_gpus  # ZeRO shards optimizer states (and more from stage 2)
-    if hw.strategy.endswith("offload"):
+    if hw.strategy.endswith("offload") and device == "cuda":
         optimizer_share = 0.0  # moments and master weights live in CPU RAM
     parts["trainable (weights, grads)"] = trainable * 8.0
     parts["optimizer (Adam moments)"] = trainable * (k["bytes_per_trainable"] - 8.0) * optimizer_share
@@ -113,6 +115,29 @@ def estimate(spec: ModelSpec, config, n_gpus: int = 1) -> VramBreakdown:
     parts["WKV state checkpoints"] = states_per_layer * (1 if hw.grad_cp else L)
     parts["allocator margin"] = sum(parts.values()) * k["fragmentation"]
     return VramBreakdown(parts)
+
+
+def offloaded_bytes(spec: ModelSpec, config) -> float:
+    """CPU RAM that an offloading DeepSpeed strategy fills with the Adam moments (0 otherwise)."""
+    if not config.hardware.strategy.endswith("offload"):
+        return 0.0
+    trainable = trainable_parameter_count(spec, config.method)
+    return trainable * (CALIBRATION["bytes_per_trainable"] - 8.0)
+
+
+def largest_micro_bsz(spec: ModelSpec, config, free_bytes: float, device: str = "cuda") -> int:
+    """The largest micro_bsz whose estimate fits `free_bytes` (0 when not even 1 fits). Every part
+    grows linearly with micro_bsz, so two estimates give the line."""
+    hw = config.hardware
+    n_gpus = hw.devices * hw.num_nodes
+
+    def total(micro_bsz: int) -> float:
+        return estimate(spec, replace(config, data=replace(config.data, micro_bsz=micro_bsz)), n_gpus, device).total
+
+    one, per_sample = total(1), total(2) - total(1)
+    if one > free_bytes:
+        return 0
+    return 1 + int((free_bytes - one) // per_sample) if per_sample > 0 else config.data.micro_bsz
 
 
 def render_table(breakdown: VramBreakdown) -> str:

@@ -23,6 +23,7 @@ def run(args) -> int:
     from rwkv_tui.trainer.training.listing import list_runs
 
     runs = list_runs(args.root)
+    _report_malformed_status(runs)
     if args.json:
         print(json.dumps([{**r.__dict__, "path": str(r.path)} for r in runs], indent=2))
         return 0
@@ -40,3 +41,14 @@ def run(args) -> int:
         table.add_row(str(r.path), r.state, step, loss, updated)
     Console().print(table)
     return 0
+
+
+def _report_malformed_status(runs) -> None:
+    """A malformed status.json is skipped (its run shows what could be read), and said on stderr."""
+    import sys
+
+    from rwkv_tui.trainer.training.folder import RunFolder
+
+    for summary in runs:
+        for problem in RunFolder.at(summary.path).status_problems():
+            print(f"warning: {problem}", file=sys.stderr)

@@ -18,7 +18,11 @@ def register(subparsers) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config field, e.g. --set optim.lr_init=1e-4 (repeatable)")
     parser.add_argument("--run-dir", help="the run folder (default: <output.proj_dir>/<method>-<time>)")
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its last checkpoint")
+    parser.add_argument("--resume", metavar="RUN_DIR",
+                        help="continue a stopped run from its last checkpoint (--set may change only "
+                             "epochs.epoch_count and epochs.epoch_save)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace the run already in --run-dir (its events, config and checkpoints are deleted)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run)
 
@@ -30,6 +34,9 @@ def run(args) -> int:
     from rwkv_tui.trainer.training.setup import launch_rank_is_zero
 
     if args.resume:
+        if args.force:
+            raise ConfigError("--force replaces a run, --resume continues it: give one of them",
+                              hint=f"continue with `rwkv-tui train --resume {args.resume}`")
         config, run_dir = None, Path(args.resume)
     else:
         if not args.config and not args.overrides:
@@ -43,23 +50,30 @@ def run(args) -> int:
     talks = launch_rank_is_zero()
     with _Progress(enabled=talks and not args.quiet) as progress:
         try:
-            result = run_training(config, run_dir, resume=bool(args.resume), on_step=progress.update)
+            result = run_training(config, run_dir, resume=bool(args.resume), force=args.force,
+                                  changes=args.overrides if args.resume else (), on_step=progress.update)
         except TrainingError as exc:
             progress.stop()
             if talks:
-                print(f"error: {exc}")
-                print(f"run folder: {run_dir}")
+                _tell(f"error: {exc}", f"run folder: {run_dir}")
             return EXIT_TRAINING_FAILED
     if talks:
-        print(f"{result.reason} at step {result.step}; run folder: {result.run_dir}")
-        for path in result.outputs:
-            print(f"  wrote {path}")
+        _tell(f"{result.reason} at step {result.step}; run folder: {result.run_dir}",
+              *(f"  wrote {path}" for path in result.outputs))
     return 0
+
+
+def _tell(*lines: str) -> None:
+    """Print the outcome, unless the terminal is gone (SIGHUP after SSH dropped: writing
+    raises EIO); the run folder already holds the same facts."""
+    try:
+        print("\n".join(lines), flush=True)
+    except OSError:
+        pass
 
 
 def _load(path: str | None, overrides: list[str]):
     from rwkv_tui.trainer.config import RunConfig, apply_overrides, load_config
-
     from rwkv_tui.trainer.presets import find_preset
 
     config = load_config(find_preset(path)) if path else RunConfig()

@@ -2,12 +2,13 @@
 
 It only reads the run folder (a worker thread tails `events.jsonl`), so it shows a live
 run, a finished run and a crashed run the same way, and leaving it never touches the
-trainer process. Stop sends SIGINT: the trainer saves a checkpoint and writes `done`.
+trainer process. Stop sends SIGINT: the trainer saves a checkpoint and writes `done`. It is
+sent only to the process that holds the run folder's lock (see `signal_trainer`): a run whose
+pid now belongs to another process is shown as crashed and nothing is signalled.
 """
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from pathlib import Path
@@ -24,7 +25,7 @@ from textual.worker import get_current_worker
 
 from rwkv_tui.run_view import RunView, format_duration
 from rwkv_tui.widgets.loss_chart import LossChart
-from rwkv_tui.trainer.training.folder import EventReader, RunFolder
+from rwkv_tui.trainer.training.folder import LIVE_STATES, EventReader, RunFolder, signal_trainer
 
 POLL_SECONDS = 0.5
 _STATE_STYLES = {"running": "bold black on green", "starting": "bold black on cyan", "done": "bold black on blue",
@@ -77,8 +78,12 @@ class DashboardScreen(Screen):
         """Poll the run folder and post what is new; the only place that touches the files."""
         reader = EventReader(self.folder)
         worker = get_current_worker()
+        reported = set()
         while not worker.is_cancelled:
             events = reader.read_new()
+            for problem in set(self.folder.status_problems()) - reported:  # each malformed status once
+                reported.add(problem)
+                events.append({"kind": "warning", "message": problem})
             crashed = self._looks_crashed()
             if events or crashed:
                 self.post_message(self.EventsArrived(events, crashed))
@@ -87,14 +92,14 @@ class DashboardScreen(Screen):
             time.sleep(POLL_SECONDS)
 
     def _looks_crashed(self) -> bool:
-        status = self.folder.read_status()
-        return status.get("state") in ("starting", "running", "stopping") and self.folder.trainer_pid() is None
+        status = self.folder.read_status()  # a malformed status.json reads as empty: not a crash
+        return status.get("state") in LIVE_STATES and self.folder.trainer_pid() is None
 
     @on(EventsArrived)
     def _apply_events(self, message: EventsArrived) -> None:
         for event in message.events:
             self.view.apply(event)
-        if message.crashed and self.view.state in ("starting", "running", "stopping"):
+        if message.crashed and self.view.state in LIVE_STATES:
             self.view.state = "crashed"
             self.view.eta_s = None
             self.view.apply({"kind": "error", "message": "the trainer process is gone without finishing",
@@ -156,7 +161,9 @@ class DashboardScreen(Screen):
             self.notify("press s again to stop: the trainer saves a checkpoint, then exits", timeout=5)
             return
         self._stop_armed_at = None
-        os.kill(pid, signal.SIGINT)
+        if not signal_trainer(self.folder, signal.SIGINT):  # it ended (or lost the lock) meanwhile
+            self.notify("the trainer is gone: nothing was signalled", severity="warning")
+            return
         self.view.state = "stopping"
         self.view.apply({"kind": "info", "message": "stop requested: saving a checkpoint…"})
         self.refresh_view()

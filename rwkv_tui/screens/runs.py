@@ -11,7 +11,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
-from rwkv_tui.trainer.training.folder import DEFAULT_RUNS_ROOT
+from rwkv_tui.trainer.training.folder import DEFAULT_RUNS_ROOT, RunFolder
 from rwkv_tui.trainer.training.listing import list_runs
 
 
@@ -43,6 +43,9 @@ class RunsScreen(Screen):
             table.add_row(r.path.name, r.state, step, loss, updated, key=str(r.path))
         if not runs:
             self.notify(f"no runs under {self.root} yet", severity="information")
+        problems = [p for r in runs for p in RunFolder.at(r.path).status_problems()]
+        if problems:  # the rows show what could be read; say what was skipped
+            self.notify("\n".join(problems[:3]), title="malformed status.json skipped", severity="warning")
 
     @on(DataTable.RowSelected)
     def _open(self, event: DataTable.RowSelected) -> None:

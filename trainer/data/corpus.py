@@ -1,24 +1,26 @@
 """A tokenized corpus: every document's tokens (ending with 0) and its SFT loss mask.
 
-Built from a jsonl file (tokenized once, then cached next to it under a name that holds
-the file's content hash, so an edited file is re-tokenized) or from a binidx prefix
-(masks: everything trained, the layout carries no roles).
+Built from a binidx prefix (masks from its `.sftmask` sidecar, else everything trained) or
+from a jsonl file. A jsonl is tokenized once, streaming, by `prepare_binidx` (as `rwkv-tui
+data prepare` does) into a binidx token cache with its SFT masks, named by the file's content
+hash (an edited file is tokenized again), beside the file or, where that folder is read-only,
+in a fallback folder; the corpus then memory-maps that cache, so memory stays flat whatever
+the file's size.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from rwkv_tui.trainer.atomic import atomic_output
-from rwkv_tui.trainer.data.tokenize import TokenizedDocuments, tokenize_file
+from rwkv_tui.trainer.data.binidx import mask_path
 from rwkv_tui.trainer.errors import DataError
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 1 was an in-memory .npz beside the jsonl
 
 
 @dataclass
@@ -50,41 +52,70 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def cache_path(jsonl: Path) -> Path:
-    return jsonl.with_name(f".{jsonl.name}.{file_digest(jsonl)}.tokens.npz")
+# Errors that say "not this folder" (try the fallback) rather than "no room" or a broken disk.
+_UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
-def from_tokenized(documents: TokenizedDocuments) -> Corpus:
-    offsets = np.zeros(len(documents.sizes) + 1, dtype=np.int64)
-    offsets[1:] = np.cumsum(documents.sizes)
-    return Corpus(documents.tokens, documents.masks, offsets)
+def cache_prefix(jsonl: Path, cache_dir: Path, digest: str) -> Path:
+    """The binidx prefix of a jsonl's token cache. Dots become underscores: the binidx files are
+    named by replacing the prefix's suffix."""
+    return Path(cache_dir) / f".{jsonl.name.replace('.', '_')}-{digest}-v{CACHE_VERSION}"
 
 
-def load_jsonl_corpus(path: str | Path) -> Corpus:
-    path = Path(path)
-    if not path.exists():
-        raise DataError("data file not found", path=path)
-    cached = cache_path(path)
-    if cached.exists():
-        with np.load(cached, allow_pickle=False) as data:
-            if int(data["version"]) == CACHE_VERSION:
-                return Corpus(data["tokens"], data["masks"], data["offsets"])
-    documents = tokenize_file(path)
-    if not len(documents.sizes):
-        raise DataError("the file has no samples", path=path)
-    corpus = from_tokenized(documents)
-    buffer = io.BytesIO()
-    np.savez(buffer, version=CACHE_VERSION, tokens=corpus.tokens, masks=corpus.masks, offsets=corpus.offsets)
+def prepare_token_cache(jsonl: str | Path, cache_dir: str | Path | None = None,
+                        fallback_dir: str | Path | None = None) -> Path:
+    """The prefix of `jsonl`'s binidx cache, tokenized now unless it exists: in `cache_dir`
+    (default: beside the file), or in `fallback_dir` when that folder cannot be written."""
+    jsonl = Path(jsonl)
+    if not jsonl.is_file():
+        raise DataError("data file not found", path=jsonl)
+    digest = file_digest(jsonl)
+    folders = [Path(cache_dir) if cache_dir is not None else jsonl.parent]
+    folders += [Path(fallback_dir)] if fallback_dir is not None else []
+    prefixes = [cache_prefix(jsonl, folder, digest) for folder in folders]
+    done = next((p for p in prefixes if all(f.exists() for f in _cache_files(p))), None)
+    return done if done is not None else _tokenize_into_first_writable(jsonl, prefixes)
+
+
+def _tokenize_into_first_writable(jsonl: Path, prefixes: list[Path]) -> Path:
+    *earlier, last = prefixes
+    for prefix in earlier:
+        try:
+            return _tokenize_into(jsonl, prefix)
+        except OSError as exc:
+            if exc.errno not in _UNWRITABLE:
+                raise _cache_error(jsonl, prefix, exc) from None
     try:
-        with atomic_output(cached) as out:
-            out.write(buffer.getvalue())
-    except OSError:
-        pass  # a read-only data folder only costs re-tokenizing next time
-    return corpus
+        return _tokenize_into(jsonl, last)
+    except OSError as exc:
+        raise _cache_error(jsonl, last, exc) from None
+
+
+def _tokenize_into(jsonl: Path, prefix: Path) -> Path:
+    from rwkv_tui.trainer.data.prepare import prepare_binidx
+
+    prepare_binidx(jsonl, prefix, sft_mask=True, shuffle=False, force=True)
+    return prefix
+
+
+def _cache_error(jsonl: Path, prefix: Path, exc: OSError) -> DataError:
+    return DataError(f"cannot write the token cache of {jsonl} in {prefix.parent}: {exc.strerror or exc}",
+                     path=prefix.parent, hint="free disk space there, or make the folder writable "
+                                              "(or set output.proj_dir to a writable folder)")
+
+
+def _cache_files(prefix: Path) -> list[Path]:
+    return [prefix.with_suffix(".bin"), prefix.with_suffix(".idx"), mask_path(prefix)]
+
+
+def load_jsonl_corpus(path: str | Path, cache_dir: str | Path | None = None,
+                      fallback_dir: str | Path | None = None) -> Corpus:
+    """A jsonl's corpus, memory-mapped from its token cache (made on first use)."""
+    return load_binidx_corpus(prepare_token_cache(path, cache_dir, fallback_dir))
 
 
 def load_binidx_corpus(prefix: str | Path) -> Corpus:
-    from rwkv_tui.trainer.data.binidx import BinIdx, mask_path
+    from rwkv_tui.trainer.data.binidx import BinIdx
 
     data = BinIdx(prefix)
     offsets = np.zeros(len(data) + 1, dtype=np.int64)
@@ -92,10 +123,20 @@ def load_binidx_corpus(prefix: str | Path) -> Corpus:
     tokens = np.asarray(data.tokens[: int(offsets[-1])])
     sidecar = mask_path(data.prefix)
     if sidecar.exists():  # written by `rwkv-tui data prepare --sft-mask`
-        masks = np.fromfile(sidecar, dtype=np.uint8)
+        masks = _mapped_bytes(sidecar)
         if len(masks) != len(tokens):
             raise DataError(f"the SFT mask has {len(masks)} entries for {len(tokens)} tokens", path=sidecar,
                             hint="re-create the data with `rwkv-tui data prepare --sft-mask`")
     else:
-        masks = np.ones(len(tokens), dtype=np.uint8)
+        masks = all_trained(len(tokens))
     return Corpus(tokens, masks, offsets)
+
+
+def _mapped_bytes(path: Path) -> np.ndarray:
+    """A file's bytes as uint8, memory-mapped (numpy cannot map an empty file)."""
+    return np.memmap(path, dtype=np.uint8, mode="r") if path.stat().st_size else np.zeros(0, np.uint8)
+
+
+def all_trained(n: int) -> np.ndarray:
+    """A read-only mask of n ones that takes no memory (a view of one byte)."""
+    return np.broadcast_to(np.ones(1, dtype=np.uint8), (n,))

@@ -23,10 +23,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from rwkv_tui.trainer.data.corpus import Corpus, load_binidx_corpus, load_jsonl_corpus
+from rwkv_tui.trainer.data.corpus import Corpus, all_trained, load_binidx_corpus, load_jsonl_corpus
+from rwkv_tui.trainer.data.corpus import prepare_token_cache as prepare_jsonl_cache
 from rwkv_tui.trainer.errors import DataError
 
 LOADINGS = ("pad", "pack", "random")
+DATA_TYPES = ("auto", "jsonl", "binidx")
+# Inside the runs root (output.proj_dir), beside the run folders: where a run tokenizes a jsonl whose
+# own folder is read-only.
+TOKEN_CACHE_FOLDER = ".token-cache"
 
 
 def _sample(window: np.ndarray, mask: np.ndarray, ctx_len: int) -> dict[str, torch.Tensor]:
@@ -87,22 +92,47 @@ class RandomWindows(Dataset):
         return _sample(self.corpus.tokens[start:end], self.corpus.masks[start:end], self.ctx_len)
 
 
-def load_corpus(path: str | Path, data_type: str = "auto", loss_mask: str = "sft") -> Corpus:
-    path = Path(path)
-    is_jsonl = data_type == "jsonl" or (data_type == "auto" and path.suffix == ".jsonl")
-    corpus = load_jsonl_corpus(path) if is_jsonl else load_binidx_corpus(path)
+def run_cache_dir(run_dir: str | Path) -> Path:
+    """Where a run tokenizes a jsonl: beside the run, in its runs root, so the runs there share
+    one cache per data file (named by content) and the user's data folder stays untouched."""
+    return Path(run_dir).expanduser().parent / TOKEN_CACHE_FOLDER
+
+
+def is_jsonl(path: str | Path, data_type: str = "auto") -> bool:
+    """data.data_type decides; `auto` goes by the .jsonl suffix (anything else is a binidx prefix)."""
+    if data_type not in DATA_TYPES:
+        raise DataError(f"unknown data type {data_type!r}", field="data.data_type",
+                        hint=f"choose one of: {', '.join(DATA_TYPES)}")
+    return data_type == "jsonl" or (data_type == "auto" and Path(path).suffix == ".jsonl")
+
+
+def prepare_token_cache(path: str | Path, data_type: str, cache_dir: str | Path | None = None) -> None:
+    """Tokenize a jsonl into its cache now (binidx data needs none)."""
+    if is_jsonl(path, data_type):
+        prepare_jsonl_cache(path, cache_dir=cache_dir)
+
+
+def load_corpus(path: str | Path, data_type: str = "auto", loss_mask: str = "sft",
+                cache_dir: str | Path | None = None, fallback_dir: str | Path | None = None) -> Corpus:
+    """The corpus of a jsonl (tokenized into `cache_dir`, default beside it, else into
+    `fallback_dir`) or of a binidx prefix."""
+    if is_jsonl(path, data_type):
+        corpus = load_jsonl_corpus(path, cache_dir, fallback_dir)
+    else:
+        corpus = load_binidx_corpus(path)
     if loss_mask == "none":
-        corpus = Corpus(corpus.tokens, np.ones_like(corpus.masks), corpus.offsets)
+        corpus = Corpus(corpus.tokens, all_trained(len(corpus.tokens)), corpus.offsets)
     return corpus
 
 
 def build_dataset(path, ctx_len: int, loading: str = "pad", loss_mask: str = "sft", seed: int = 0,
-                  vocab_size: int = 65536, data_type: str = "auto") -> Dataset:
+                  vocab_size: int = 65536, data_type: str = "auto", cache_dir: str | Path | None = None,
+                  fallback_dir: str | Path | None = None) -> Dataset:
     """The dataset a run trains on (see the module docstring for the sample layout)."""
     if loading not in LOADINGS:
         raise DataError(f"unknown loading mode {loading!r}", field="data.loading",
                         hint=f"choose one of: {', '.join(LOADINGS)}")
-    corpus = load_corpus(path, data_type, loss_mask)
+    corpus = load_corpus(path, data_type, loss_mask, cache_dir, fallback_dir)
     corpus.check_vocab(vocab_size, path)
     if loading == "pad":
         return PaddedDocuments(corpus, ctx_len)

@@ -114,10 +114,12 @@ def prepare_binidx(
     seed: int = 0,
     sft_mask: bool = False,
     force: bool = False,
+    shuffle: bool = True,
     workers: int | None = None,
     progress: Callable[[str, int, int, int], None] | None = None,
 ) -> PrepareResult:
-    """Tokenize `source` into `out_prefix.bin/.idx` (+ `.sftmask`). `progress(phase, done, total, tokens)`."""
+    """Tokenize `source` into `out_prefix.bin/.idx` (+ `.sftmask`). `progress(phase, done, total, tokens)`.
+    `shuffle=False` keeps the file's order (the trainer's token cache: its sampler shuffles)."""
     source = Path(source)
     prefix = prefix_of(out_prefix)
     if not source.is_file():
@@ -145,7 +147,7 @@ def prepare_binidx(
         with BinIdxWriter(prefix, with_mask=sft_mask) as writer:
             for r in range(repeat):
                 # An independent shuffle per repeat, as make_data.py does (seeded here).
-                order = np.random.default_rng([seed, r]).permutation(n)
+                order = np.random.default_rng([seed, r]).permutation(n) if shuffle else np.arange(n)
                 for batch in np.array_split(order, max(1, n // WRITE_BATCH_DOCS)):
                     index = _gather_index(starts[batch], doc_sizes[batch])
                     writer.add_many(tokens[index], doc_sizes[batch], masks[index] if masks is not None else None)

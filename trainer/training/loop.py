@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from rwkv_tui.trainer.data.datasets import run_cache_dir
 from rwkv_tui.trainer.errors import RwkvTuiError
 from rwkv_tui.trainer.training.epochs import epoch_of
 from rwkv_tui.trainer.training.folder import DEFAULT_RUNS_ROOT, RunFolder
@@ -36,12 +37,15 @@ from rwkv_tui.trainer.training.schedule import learning_rate
 from rwkv_tui.trainer.training.setup import (Training, build_training, fabric_unwrap, launch_rank_is_zero,
                                              launched_run_dir, make_fabric)
 from rwkv_tui.trainer.training.resume import RESUME_FILE, ResumePoint, load_resume, save_resume, set_rng_state
-from rwkv_tui.trainer.training.run_log import RunLog
-from rwkv_tui.trainer.training.signals import StopRequest, stop_agreed, stop_on_signals
+from rwkv_tui.trainer.training.run_log import RunLog, RunOpening
+from rwkv_tui.trainer.training.outputs import last_good_checkpoint, lower_lr_advice
+from rwkv_tui.trainer.training.signals import StopRequest, deferred_during_save, stop_agreed, stop_on_signals
 
 __all__ = ["RESUME_FILE", "PeriodicHook", "RunResult", "TrainingError", "accumulate_gradients",
            "masked_cross_entropy", "optimizer_step", "run"]
 _OOM_HINT = "lower micro_bsz or ctx_len, turn on grad_cp, use int8/nf4 quantization, or choose state tuning"
+# What `--set` may change on resume: how long the run goes on and how often it saves.
+RESUMABLE_SETTINGS = ("epochs.epoch_count", "epochs.epoch_save")
 _NAN_HINT = "lower lr_init, check the data for broken samples, or use bf16/fp32 instead of fp16"
 
 
@@ -109,6 +113,8 @@ def run(
     run_dir: str | Path = Path(DEFAULT_RUNS_ROOT) / "run",
     *,
     resume: bool = False,
+    force: bool = False,
+    changes: Sequence[str] = (),
     stop: StopRequest | None = None,
     on_step=None,
     hooks: Sequence[PeriodicHook] = (),
@@ -116,18 +122,21 @@ def run(
     """Train as `config` says, writing the run folder at `run_dir`.
 
     With `resume=True` the frozen `config.toml` of `run_dir` is used and training
-    continues from its last checkpoint. `stop` lets a caller (or SIGINT/SIGTERM) end the
-    run gracefully; `on_step(step, event)` is called after each optimizer step (on rank 0);
-    `hooks` do periodic work (see `PeriodicHook`). With several processes only global rank 0
-    writes the run folder, and the ranks Fabric's launcher starts use rank 0's folder.
+    continues from its last checkpoint; `changes` (KEY=VALUE) may alter the settings a resume
+    may change (`RESUMABLE_SETTINGS`). A new run refuses a folder that already holds one unless
+    `force` replaces it. The folder's lock is taken first (a second trainer is refused), and
+    nothing in it is written before the settings and base model are validated. `stop` lets a
+    caller (or SIGINT/SIGTERM) end the run gracefully; `on_step(step, event)` is called after each
+    optimizer step (on rank 0); `hooks` do periodic work (see `PeriodicHook`). With several
+    processes only global rank 0 writes the run folder, and the ranks Fabric's launcher starts
+    use rank 0's folder.
     """
-    folder = RunFolder.at(launched_run_dir(run_dir)).create()
-    writes = launch_rank_is_zero()  # Fabric does not exist yet: the launcher's variables say
-    config = _run_config(config, folder, resume=resume, writes=writes)
+    folder = RunFolder.at(launched_run_dir(run_dir))
+    # Fabric does not exist yet: the launcher's variables say which process is rank 0.
+    log = RunLog(folder, writes=launch_rank_is_zero(), opening=RunOpening(resume=resume, overwrite=force))
     stop = stop or StopRequest()
-    log = RunLog(folder, writes=writes)
-    log.status(state="starting", pid=os.getpid(), run_dir=str(folder.path))
     try:
+        config = _run_config(config, log, resume=resume, changes=changes)
         with stop_on_signals(stop):
             return _train(config, log, resume=resume, stop=stop, on_step=on_step, hooks=HookSchedule(hooks))
     except BaseException as exc:
@@ -142,35 +151,58 @@ def _train(config, log: RunLog, *, resume: bool, stop: StopRequest, on_step, hoo
     hooks.at_start(ctx)
     ctx.throughput.start()
     while ctx.step < ctx.total_steps:
-        if stop_agreed(stop, ctx.fabric):
+        event = _train_step(ctx, stop)
+        if event is None:  # a stop between micro batches: the partial step is dropped
             ctx.reason = stop.reason
             break
-        event = _train_step(ctx)
         _report_step(ctx, event, on_step)
         hooks.after_step(ctx)
-        _end_epoch(ctx, event)
+        _end_epoch(ctx, event, stop)
     hooks.at_end(ctx)
-    _save_last(ctx)
+    _save_last(ctx, stop)
     return _clean_up(ctx)
 
 
-def _run_config(config, folder: RunFolder, *, resume: bool, writes: bool):
-    """The folder's frozen config.toml on resume; else `config`, frozen there (by rank 0)."""
-    from rwkv_tui.trainer.config import load_config, save_config
+def _run_config(config, log: RunLog, *, resume: bool, changes: Sequence[str]):
+    """The folder's frozen config.toml on resume (with the allowed `changes`); else `config`.
+    Either is frozen into config.toml by `log.start()`, once validation passed."""
+    from rwkv_tui.trainer.config import apply_overrides, load_config
 
-    if resume:
-        if not folder.config.exists():
-            raise RwkvTuiError("no config.toml in this run folder", path=folder.path,
-                               hint="resume takes a folder created by `rwkv-tui train`")
-        return load_config(folder.config)
-    if config is None:
-        raise ValueError("run() needs a config unless resuming")
-    if writes:
-        save_config(config, folder.config, only_changes=False)
-    return config
+    folder = log.folder
+    if not resume:
+        if config is None:
+            raise ValueError("run() needs a config unless resuming")
+        log.opening.config = config
+        return config
+    if not folder.config.is_file() or folder.config.is_symlink():
+        raise RwkvTuiError("no config.toml in this run folder", path=folder.path,
+                           hint="resume takes a folder created by `rwkv-tui train`")
+    frozen = load_config(folder.config)
+    if not changes:
+        return frozen
+    refused = sorted({item.split("=", 1)[0].strip() for item in changes} - set(RESUMABLE_SETTINGS))
+    if refused:
+        raise RwkvTuiError(f"--set {', '.join(refused)} cannot change on resume: the run's checkpoint was "
+                           "trained with the settings in config.toml", path=folder.config,
+                           hint=f"on resume only {', '.join(RESUMABLE_SETTINGS)} may change; "
+                                "start a new run (with method.init_from) to change the rest")
+    changed = apply_overrides(frozen, list(changes))
+    log.opening.config = changed
+    log.opening.notes = [f"on resume {key}: {_setting(frozen, key)} -> {_setting(changed, key)}"
+                         for key in dict.fromkeys(item.split("=", 1)[0].strip() for item in changes)]
+    return changed
+
+
+def _setting(config, dotted: str):
+    section, name = dotted.split(".", 1)
+    return getattr(getattr(config, section), name)
 
 
 def _report_failure(log: RunLog, exc: BaseException) -> None:
+    """The error and `done` in the folder; nothing when the run failed before its first write
+    (a refused folder or invalid settings: the caller prints the error)."""
+    if not log.started:
+        return
     if isinstance(exc, RwkvTuiError):
         log.emit("error", message=exc.message, hint=exc.hint)
         error = str(exc)
@@ -188,6 +220,7 @@ def _report_failure(log: RunLog, exc: BaseException) -> None:
 def _setup(config, log: RunLog, *, resume: bool) -> RunContext:
     """Model, method, optimizer, data and trackers, restored from resume.ckpt when resuming."""
     state_dict, spec = _checked_checkpoint(config)
+    log.start()  # the run folder's first write, now that the settings are known to work
     fabric = make_fabric(config, run_dir=log.folder.path)
     log.follow_rank(fabric.is_global_zero)
     training = build_training(config, state_dict, spec, fabric,
@@ -196,7 +229,7 @@ def _setup(config, log: RunLog, *, resume: bool) -> RunContext:
     log.log(f"model {spec.display_name}, method {config.method.name}: "
             f"{training.trainable:,} trainable of {training.total:,} parameters")
     point = load_resume(fabric, log, training) if resume else ResumePoint()
-    batches = _batches(config, spec, fabric, point.step)
+    batches = _batches(config, spec, fabric, point.step, run_cache_dir(log.folder.path))
     set_rng_state(point.rng)  # after the loader is built, as an uninterrupted run stood here
     ctx = RunContext(config=config, spec=spec, log=log, fabric=fabric, model=training.model,
                      optimizer=training.optimizer, method=training.method, batches=batches,
@@ -210,14 +243,20 @@ def _setup(config, log: RunLog, *, resume: bool) -> RunContext:
 
 
 def _checked_checkpoint(config):
-    """The base model's weights and spec, once the config is known to suit them and this machine."""
+    """The base model's weights (memory-mapped) and spec, once the config is known to suit them and
+    this machine: the settings alone first (so an empty model.path is named as such), then with the
+    model's shape and the chosen device's free memory, before any tensor is copied or moved."""
     from rwkv_tui.trainer.checkpoint import load_checkpoint
     from rwkv_tui.trainer.config import ensure_valid
+    from rwkv_tui.trainer.hardware import memory_budget
     from rwkv_tui.trainer.peft.quant import bitsandbytes_available
 
+    hw = config.hardware
+    machine = {"cuda_available": torch.cuda.is_available(), "bitsandbytes_available": bitsandbytes_available()}
+    ensure_valid(config, **machine)
     state_dict, spec = load_checkpoint(config.model.path)
-    ensure_valid(config, spec, cuda_available=torch.cuda.is_available(),
-                 bitsandbytes_available=bitsandbytes_available())
+    ensure_valid(config, spec, memory=memory_budget(hw.accelerator, hw.devices, machine["cuda_available"]),
+                 **machine)
     return state_dict, spec
 
 
@@ -237,14 +276,19 @@ def _warm_starter(config, log: RunLog, resume: bool) -> Callable[[Any, Any], Non
     return lambda model, method: _warm_start(model, method, config, log)
 
 
-def _batches(config, spec, fabric, start_step: int) -> Iterator[dict[str, torch.Tensor]]:
-    """This rank's batches from `start_step` to the end: what an uninterrupted run reads there."""
-    from rwkv_tui.trainer.data.datasets import build_dataset
+def _batches(config, spec, fabric, start_step: int, cache_dir: Path) -> Iterator[dict[str, torch.Tensor]]:
+    """This rank's batches from `start_step` to the end: what an uninterrupted run reads there.
+    A jsonl is tokenized once into `cache_dir` (streaming, as `data prepare`) and memory-mapped."""
+    from rwkv_tui.trainer.data.datasets import build_dataset, prepare_token_cache
     from rwkv_tui.trainer.training.sampling import ResumableSampler
 
     data = config.data
+    if fabric.local_rank == 0:  # one process per machine tokenizes a jsonl; the others then read its cache
+        prepare_token_cache(data.path, data.data_type, cache_dir)
+    fabric.barrier()
     dataset = build_dataset(data.path, ctx_len=data.ctx_len, loading=data.loading, loss_mask=data.loss_mask,
-                            seed=config.output.seed, vocab_size=spec.vocab_size)
+                            seed=config.output.seed, vocab_size=spec.vocab_size, data_type=data.data_type,
+                            cache_dir=cache_dir)
     per_step = _samples_per_step(config)
     sampler = ResumableSampler(len(dataset), seed=config.output.seed, start=start_step * per_step,
                                length=(_total_steps(config) - start_step) * per_step,
@@ -269,10 +313,14 @@ def _announce_start(ctx: RunContext, training: Training, *, resumed: bool) -> No
 # The step
 
 
-def _train_step(ctx: RunContext) -> dict[str, Any]:
-    """One optimizer step over `accumulate_grad_batches` micro batches; returns its `step` event."""
+def _train_step(ctx: RunContext, stop: StopRequest) -> dict[str, Any] | None:
+    """One optimizer step over `accumulate_grad_batches` micro batches; returns its `step` event,
+    or None when a stop came first (the weights then stay as they were after step `ctx.step`)."""
     lr = _apply_learning_rate(ctx)
-    step_loss = _accumulate(ctx)
+    step_loss = _accumulate(ctx, stop)
+    if step_loss is None:
+        ctx.optimizer.zero_grad(set_to_none=True)
+        return None
     _guard_finite(ctx, step_loss)
     optimizer_step(ctx.fabric, ctx.model, ctx.optimizer, ctx.config.optim.grad_clip)
     ctx.step += 1
@@ -289,37 +337,44 @@ def _apply_learning_rate(ctx: RunContext) -> float:
     return lr
 
 
-def _accumulate(ctx: RunContext) -> float:
-    """`accumulate_gradients`, with running out of memory turned into what to change."""
+def _accumulate(ctx: RunContext, stop: StopRequest) -> float | None:
+    """`accumulate_gradients`, stopping between micro batches when asked, with running out of
+    memory turned into what to change."""
     try:
-        return accumulate_gradients(ctx.fabric, ctx.model, ctx.batches, ctx.config.data.accumulate_grad_batches)
+        return accumulate_gradients(ctx.fabric, ctx.model, ctx.batches, ctx.config.data.accumulate_grad_batches,
+                                    should_stop=lambda: stop_agreed(stop, ctx.fabric))
     except torch.cuda.OutOfMemoryError:
         raise TrainingError(_oom_message(ctx.spec, ctx.config), hint=_OOM_HINT) from None
 
 
 def _guard_finite(ctx: RunContext, step_loss: float) -> None:
-    """A nan/inf loss ends the run before it reaches the weights, so the last checkpoint stays good."""
+    """A nan/inf loss ends the run before it reaches the weights, pointing at the last checkpoint
+    whose loss and weights are finite and sane (the one just saved may already be diverged)."""
     if math.isfinite(step_loss):  # a host float: the sync happened in accumulate_gradients
         return
     ctx.optimizer.zero_grad(set_to_none=True)
-    raise TrainingError(f"the loss became {step_loss} at step {ctx.step + 1}; the weights were not updated and "
-                        "the last checkpoint is kept", hint=_NAN_HINT)
+    raise TrainingError(f"the loss became {step_loss} at step {ctx.step + 1}; the weights were not updated; "
+                        f"{last_good_checkpoint(ctx.folder.checkpoints, ctx.outputs, ctx.saved_at_step)}",
+                        hint=f"{lower_lr_advice(ctx.config.optim.lr_init)}; {_NAN_HINT}")
 
 
-def accumulate_gradients(fabric, model, batches, accumulate: int) -> float:
-    """Forward and backward over `accumulate` micro batches; their mean loss as a host float."""
-    losses = []
+def accumulate_gradients(fabric, model, batches, accumulate: int,
+                         should_stop: Callable[[], bool] | None = None) -> float | None:
+    """Forward and backward over `accumulate` micro batches; their mean loss as a host float, or
+    None when `should_stop()` said so before a micro batch: a stop (SIGTERM) waits one micro batch
+    at most, however large `accumulate` is."""
+    loss_sum = torch.zeros(())
     for micro in range(accumulate):
+        if should_stop is not None and should_stop():
+            return None
         batch = next(batches)
         with fabric.no_backward_sync(model, enabled=micro < accumulate - 1):
             logits, _ = model(batch["input_ids"])
             loss = masked_cross_entropy(logits, batch["targets"], batch["loss_mask"])
             fabric.backward(loss / accumulate)
-        losses.append(loss.detach())
-    step_loss = 0.0
-    for loss in losses:  # CPU–GPU sync: .item() waits for the GPU, once every micro batch is queued
-        step_loss += loss.item() / accumulate
-    return step_loss
+        # A running sum on the device: nothing grows with `accumulate`, and no sync per micro batch.
+        loss_sum = loss.detach() + loss_sum.to(loss.device)
+    return loss_sum.item() / accumulate  # CPU–GPU sync: once every micro batch is queued
 
 
 def optimizer_step(fabric, model, optimizer, grad_clip: float) -> None:
@@ -375,32 +430,36 @@ def _report_step(ctx: RunContext, event: dict[str, Any], on_step) -> None:
 # Save
 
 
-def _end_epoch(ctx: RunContext, event: dict[str, Any]) -> None:
+def _end_epoch(ctx: RunContext, event: dict[str, Any], stop: StopRequest) -> None:
     """At the last step of an epoch: the epoch event, and a checkpoint where epoch_save says."""
     position = epoch_of(ctx.step, ctx.config.epochs)
     if not position.ends_epoch:
         return
     ctx.log.emit("epoch", epoch=position.number, step=ctx.step, smoothed_loss=event["smoothed_loss"])
     if position.save_due or ctx.step == ctx.total_steps:
-        _save(ctx, f"epoch{position.number}")
+        _save(ctx, f"epoch{position.number}", stop)
 
 
-def _save_last(ctx: RunContext) -> None:
+def _save_last(ctx: RunContext, stop: StopRequest) -> None:
     """A stop between epochs, or a last epoch that epoch_save skipped, still ends with a checkpoint."""
     if ctx.saved_at_step != ctx.step:
-        _save(ctx, "final" if ctx.reason == "finished" else f"step{ctx.step}")
+        _save(ctx, "final" if ctx.reason == "finished" else f"step{ctx.step}", stop)
 
 
-def _save(ctx: RunContext, tag: str) -> None:
-    """The method's output file (rank 0) and resume.ckpt (every rank: DeepSpeed saves collectively)."""
-    from rwkv_tui.trainer.training.outputs import save_method_output
+def _save(ctx: RunContext, tag: str, stop: StopRequest) -> None:
+    """The method's output file (rank 0) and resume.ckpt (every rank: DeepSpeed saves collectively),
+    only from sane weights, with stop signals held until both are written."""
+    from rwkv_tui.trainer.training.outputs import ensure_saveable, save_method_output
 
-    ctx.saved_at_step = ctx.step
+    ensure_saveable(ctx)
     paths = []
-    if ctx.is_global_zero:
-        paths = save_method_output(ctx.model, ctx.method, ctx.spec, ctx.config, ctx.folder.checkpoints, tag)
-    save_resume(ctx.fabric, ctx.folder.checkpoints / RESUME_FILE, ctx.model, ctx.optimizer, ctx.method, ctx.step,
-                 ctx.smoothed)
+    with deferred_during_save(stop, lambda name: ctx.log.emit(
+            "warning", message=f"{name} during the checkpoint save was ignored; the save finished")):
+        if ctx.is_global_zero:
+            paths = save_method_output(ctx.model, ctx.method, ctx.spec, ctx.config, ctx.folder.checkpoints, tag)
+        save_resume(ctx.fabric, ctx.folder.checkpoints / RESUME_FILE, ctx.model, ctx.optimizer, ctx.method,
+                    ctx.step, ctx.smoothed)
+    ctx.saved_at_step = ctx.step
     ctx.outputs.extend(paths)
     ctx.log.emit("checkpoint", step=ctx.step, epoch=epoch_of(ctx.step, ctx.config.epochs).completed,
                  files=[str(p) for p in paths])

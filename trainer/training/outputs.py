@@ -5,11 +5,13 @@
     checkpoints/<tag>-state.pth    state tuning: {blocks.i.att.time_state: [H,N,N]} for RWKV Runner
     checkpoints/final-merged.pth   adapter methods, when the run finishes: base + adapter merged
 
-All files are written atomically.
+All files are written atomically, and only from sane weights (`weight_health`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -34,3 +36,68 @@ def finish_outputs(config, last_outputs: list[Path], directory: Path) -> list[Pa
     merged = merge_files(config.model.path, last_outputs[-1], directory / MERGED_FILE,
                          dtype=getattr(torch, DTYPE_NAMES[config.output.save_dtype]))
     return [merged]
+
+
+# A trained tensor with any |value| above this is a diverged run, not a trained one, and is never saved.
+# Official RWKV-4…7 weights stay within ±100 and adapters or states trained at a sane lr within a few
+# units, so 1e4 leaves a wide margin; yet one weight of 1e4 times an activation of 7 already overflows
+# fp16 (65504), and the issue's lr=1e6 run saved an adapter with |w| = 1e6 whose merged model gave NaN
+# logits although every value in it was finite.
+MAX_SANE_WEIGHT = 1e4
+
+
+@dataclass(frozen=True)
+class WeightHealth:
+    largest: float       # max |value| over the trained tensors (nan/inf when one holds them)
+    tensor: str          # where it is
+    limit: float = MAX_SANE_WEIGHT
+
+    @property
+    def sane(self) -> bool:
+        return self.largest <= self.limit  # False for nan as well as for inf
+
+    def describe(self) -> str:
+        return f"|w| reaches {self.largest:.3g} in {self.tensor}, above the sane limit of {self.limit:g}"
+
+
+def weight_health(tensors: Mapping[str, torch.Tensor]) -> WeightHealth:
+    """The largest |value| of `tensors` and where it is: one reduction per tensor on its device and
+    a single host sync (torch's max propagates nan, so non-finite values are caught too)."""
+    names = [name for name, tensor in tensors.items() if tensor.numel()]
+    device = tensors[names[0]].device if names else "cpu"
+    peaks = torch.stack([tensors[n].detach().abs().max().float().to(device) for n in names]).cpu() \
+        if names else torch.zeros(1)
+    worst = int(torch.nan_to_num(peaks, nan=float("inf")).argmax())
+    return WeightHealth(largest=float(peaks[worst]), tensor=names[worst] if names else "(none)")
+
+
+def ensure_saveable(ctx) -> None:
+    """Refuse to save diverged weights (non-finite, or past MAX_SANE_WEIGHT): the run ends instead,
+    pointing at the last checkpoint that is still good, which the refused save leaves untouched."""
+    from rwkv_tui.trainer.training.loop import TrainingError
+    from rwkv_tui.trainer.training.resume import trained_tensors
+
+    health = weight_health(trained_tensors(ctx.model, ctx.method))
+    if health.sane:
+        return
+    raise TrainingError(f"the weights diverged by step {ctx.step} ({health.describe()}), so they were not saved; "
+                        f"{last_good_checkpoint(ctx.folder.checkpoints, ctx.outputs, ctx.saved_at_step)}",
+                        hint=lower_lr_advice(ctx.config.optim.lr_init))
+
+
+def last_good_checkpoint(checkpoints: Path, outputs: list[Path], saved_at_step: int) -> str:
+    """Which checkpoint to go back to, read from resume.ckpt itself (it may predate this process)."""
+    from rwkv_tui.trainer.training.resume import RESUME_FILE, last_good_resume
+
+    resume = checkpoints / RESUME_FILE
+    step = last_good_resume(resume) if resume.is_file() else None
+    if step is None:
+        return "no checkpoint with finite, sane weights was saved before"
+    files = [str(resume)] + ([str(outputs[-1])] if outputs and saved_at_step == step else [])
+    return f"the last good checkpoint is step {step} ({' and '.join(files)})"
+
+
+def lower_lr_advice(lr: float) -> str:
+    return (f"lower optim.lr_init (it is {lr:g}; try {lr / 10:g}) and train again, from the last good "
+            "checkpoint's file with method.init_from or from the start")
+

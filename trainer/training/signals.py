@@ -1,12 +1,18 @@
-"""Graceful stop: SIGINT/SIGTERM (Ctrl-C, the dashboard's Stop button) ask the loop to stop
-after the current step, save a checkpoint and write a `done` event, instead of dying mid-write."""
+"""Graceful stop: SIGINT/SIGTERM (Ctrl-C, the dashboard's Stop button) and SIGHUP (the terminal or SSH
+connection closing under a foreground run) ask the loop to stop after the current micro batch, save a
+checkpoint and write a `done` event, instead of dying mid-write. While a checkpoint is being written
+those signals wait (`deferred_during_save`), so a second Ctrl-C cannot cut a save short."""
 
 from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+
+# SIGHUP is treated like SIGTERM; platforms without it (Windows) have the other two.
+STOP_SIGNALS = tuple(sig for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None))
+                     if sig is not None)
 
 
 class StopRequest:
@@ -25,12 +31,13 @@ class StopRequest:
 
 @contextmanager
 def stop_on_signals(stop: StopRequest) -> Iterator[StopRequest]:
-    """Route SIGINT/SIGTERM to `stop` while the block runs (main thread only; elsewhere a no-op).
-    A second Ctrl-C restores the default handler, so an impatient user can still kill the run."""
+    """Route SIGINT/SIGTERM/SIGHUP to `stop` while the block runs (main thread only; elsewhere a no-op).
+    The first one restores the previous handler, so an impatient user's second Ctrl-C still kills the
+    run, except while a checkpoint is being written (`deferred_during_save`)."""
     if threading.current_thread() is not threading.main_thread():
         yield stop
         return
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
 
     def handler(signum, frame):
         stop.request(f"stopped by {signal.Signals(signum).name}")
@@ -43,6 +50,34 @@ def stop_on_signals(stop: StopRequest) -> Iterator[StopRequest]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+@contextmanager
+def deferred_during_save(stop: StopRequest, report_ignored: Callable[[str], None]) -> Iterator[None]:
+    """Hold SIGINT/SIGTERM/SIGHUP until the block (a checkpoint save) is done, so the file is
+    complete. Afterwards a signal that arrived becomes the stop request if none was made yet;
+    one that came after a stop request is passed to `report_ignored` with its name."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    for sig in previous:
+        signal.signal(sig, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+        for signum in received:
+            _deliver_after_save(stop, signal.Signals(signum).name, report_ignored)
+
+
+def _deliver_after_save(stop: StopRequest, name: str, report_ignored: Callable[[str], None]) -> None:
+    if stop.requested:
+        report_ignored(name)
+    else:
+        stop.request(f"stopped by {name}")
 
 
 def stop_agreed(stop: StopRequest, fabric) -> bool:
