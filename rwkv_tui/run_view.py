@@ -32,6 +32,8 @@ class RunView:
     log: list[tuple[str, str]] = field(default_factory=list)  # (style, line)
     problems: int = 0
     title: str = ""
+    model_name: str = ""  # the model's display name, e.g. "RWKV-7 0.1B (L12 C768)"
+    outputs: list[str] = field(default_factory=list)  # what the run left when it ended (merged model included)
     wkv_op: str | None = None
     done_reason: str | None = None
 
@@ -55,6 +57,7 @@ class RunView:
         self.total_steps = _count(e, "total_steps")
         self.epoch_steps = _count(e, "epoch_steps")
         self.step = _count(e, "step") or self.step
+        self.model_name = str(e.get("model", ""))
         self.title = f"{e.get('model', '')} · {e.get('method', '')} · {e.get('device', '')}"
         verb = "resumed" if e.get("resumed") else "started"
         self._log("cyan", f"{verb} at step {self.step}/{self.total_steps}: {self.title}")
@@ -111,6 +114,7 @@ class RunView:
     def _on_done(self, e: dict) -> None:
         reason = str(e.get("reason", "finished"))
         self.done_reason = reason
+        self.outputs = [o for o in e.get("outputs", []) if isinstance(o, str)]
         self.state = {"finished": "done", "error": "failed"}.get(reason, "stopped")
         self.eta_s = 0.0 if self.state == "done" else None
         self._log("bold", f"run {self.state} ({reason}) at step {e.get('step', self.step)}")

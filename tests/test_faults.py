@@ -795,8 +795,11 @@ def test_a_folder_given_as_config_is_named(tmp_path):
 
 @pytest.fixture
 def cfg_two_models(tmp_path):
-    small, _ = write_tiny_checkpoint(tmp_path, n_layer=2, n_embd=64, vocab_size=256, head_size=16, name="small.pth")
-    wide, _ = write_tiny_checkpoint(tmp_path, n_layer=2, n_embd=128, vocab_size=256, head_size=16, name="wide.pth")
+    """Two RWKV-6 sizes: their states merge into a model file (an RWKV-7 state merge is refused)."""
+    small, _ = write_tiny_checkpoint(tmp_path, n_layer=2, n_embd=64, vocab_size=256, head_size=16, name="small.pth",
+                                     version="x060")
+    wide, _ = write_tiny_checkpoint(tmp_path, n_layer=2, n_embd=128, vocab_size=256, head_size=16, name="wide.pth",
+                                    version="x060")
     return small, wide
 
 

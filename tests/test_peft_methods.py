@@ -94,7 +94,7 @@ def test_lisa_redraws_layers_deterministically(base):
     assert model.emb.weight.requires_grad and model.blocks[frozen[0]].ln1.weight.requires_grad
 
 
-@pytest.mark.parametrize("name", ["lora", "pissa", "miss", "state"])
+@pytest.mark.parametrize("name", ["lora", "pissa", "miss"])  # an RWKV-7 state is refused: test_merge_precision.py
 def test_merged_model_equals_model_plus_adapter(base, tmp_path, name):
     path, spec = base
     model = load_model(path)

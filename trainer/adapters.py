@@ -82,15 +82,24 @@ def detect_method(tensors: dict[str, torch.Tensor], path=None) -> str:
 
 def merge_into(base: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor],
                metadata: dict[str, Any] | None, alpha: float | None = None, path=None) -> dict[str, torch.Tensor]:
-    """A full state dict: base + adapter (alpha overrides or supplies the LoRA scaling)."""
+    """A full state dict: base + adapter (alpha overrides or supplies the LoRA scaling). Every key
+    of the base is kept; the tensors the adapter changes come back in fp32, so the caller casts
+    them once to the output dtype (a bf16 round of W + BA would lose part of a small update)."""
     from rwkv_tui.trainer.peft.registry import method_class
 
     metadata = dict(metadata or {})
+    if not tensors:
+        raise CheckpointError("the adapter file holds no tensors", path=path,
+                              hint="give the adapter .pth a run wrote (checkpoints/*-lora.pth, …)")
     method_name = metadata.get("method") or detect_method(tensors, path)
     if alpha is not None:
         metadata["alpha"] = alpha
     _ensure_shapes_fit(base, tensors, method_name, path)
-    return method_class(method_name).merge(base, tensors, metadata)
+    try:
+        return method_class(method_name).merge(base, tensors, metadata)
+    except CheckpointError as exc:  # a merge's refusal is about this file
+        exc.path = exc.path or (str(path) if path is not None else None)
+        raise
 
 
 # Low-rank tensors: (which of its dimensions, must equal which dimension of the base's weight).
@@ -151,8 +160,10 @@ def _dims(shape) -> str:
     return " × ".join(str(n) for n in shape)
 
 
-def merge_files(base_path, adapter_path, out_path, dtype: torch.dtype = torch.bfloat16,
+def merge_files(base_path, adapter_path, out_path, dtype: torch.dtype | None = None,
                 alpha: float | None = None) -> Path:
+    """BASE + ADAPTER as one official `.pth`: merged in fp32, cast once to `dtype` (None: the
+    base's own dtype, `base_dtype`), every key of the base kept."""
     base, spec = load_checkpoint(base_path)
     tensors, metadata = load_adapter_file(adapter_path)
     if metadata and "base_spec" in metadata:
@@ -163,4 +174,22 @@ def merge_files(base_path, adapter_path, out_path, dtype: torch.dtype = torch.bf
                 f"this base is L{spec.n_layer} C{spec.n_embd}", path=adapter_path,
                 hint="merge into the base model the adapter was trained on")
     merged = merge_into(base, tensors, metadata, alpha=alpha, path=adapter_path)
-    return save_state_dict(merged, out_path, dtype=dtype)
+    return save_state_dict(merged, out_path, dtype=dtype or base_dtype(spec))
+
+
+def base_dtype(spec) -> torch.dtype:
+    """The dtype most of a base model's weights are in (bf16 for every official release)."""
+    dtype = getattr(torch, spec.dtype, None)
+    return dtype if isinstance(dtype, torch.dtype) and dtype.is_floating_point else torch.bfloat16
+
+
+def mount_state(weights: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor],
+                path=None) -> dict[str, torch.Tensor]:
+    """The model's weights with a state file's `time_state` tensors added, for our own model
+    (which starts every sequence from them), e.g. the chat; refuses a file without any."""
+    states = {k: v for k, v in tensors.items() if k.endswith(_STATE_SUFFIX)}
+    if not states:
+        raise CheckpointError("not a state file: it has no blocks.N.att.time_state tensors", path=path,
+                              hint="give the -state.pth file a state-tuning run wrote; adapters go with --adapter")
+    _ensure_shapes_fit(weights, states, "state", path)
+    return {**weights, **states}

@@ -80,16 +80,20 @@ def chat_prompt(history: list[tuple[str, str]], message: str, system: str | None
 
 
 def load_for_chat(model_path, adapter=None, state=None, lora_alpha: float | None = None):
-    """A model with an adapter merged in memory, or a tuned state mounted."""
-    from rwkv_tui.trainer.adapters import load_adapter_file, merge_into
+    """A model in fp32 with an adapter merged in memory (in fp32: nothing of the update is
+    rounded away), or a tuned state mounted (our model starts every sequence from it, on every
+    RWKV version; a state file given as the adapter is mounted the same way)."""
+    from rwkv_tui.trainer.adapters import detect_method, load_adapter_file, merge_into, mount_state
     from rwkv_tui.trainer.checkpoint import load_checkpoint
     from rwkv_tui.trainer.model import model_from_state_dict
 
     weights, spec = load_checkpoint(model_path)
     if adapter:
         tensors, metadata = load_adapter_file(adapter)
-        weights = merge_into(weights, tensors, metadata, alpha=lora_alpha, path=adapter)
+        if tensors and (metadata or {}).get("method", detect_method(tensors, adapter)) == "state":
+            weights = mount_state(weights, tensors, path=adapter)
+        else:
+            weights = merge_into(weights, tensors, metadata, alpha=lora_alpha, path=adapter)
     if state:
-        tensors, _ = load_adapter_file(state)
-        weights = {**weights, **{k: v for k, v in tensors.items() if k.endswith(".att.time_state")}}
+        weights = mount_state(weights, load_adapter_file(state)[0], path=state)
     return model_from_state_dict(weights, spec, dtype=torch.float32)

@@ -15,7 +15,9 @@ def register(subparsers) -> None:
     parser.add_argument("adapter", help="adapter or state file (ours or RWKV-PEFT's)")
     parser.add_argument("out", help="where to write the merged .pth")
     parser.add_argument("--lora-alpha", type=float, help="LoRA alpha, for files that do not record it")
-    parser.add_argument("--dtype", choices=sorted(DTYPE_NAMES), default="bf16", help="dtype of the output (bf16)")
+    parser.add_argument("--dtype", choices=sorted(DTYPE_NAMES), default=None,
+                        help="dtype of the output (default: the base's, bf16 for official models); the merge "
+                             "itself is computed in fp32 and cast once")
     parser.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     parser.set_defaults(handler=run)
 
@@ -25,12 +27,17 @@ def run(args) -> int:
 
     import torch
 
-    from rwkv_tui.trainer.adapters import merge_files
+    from rwkv_tui.trainer.adapters import base_dtype, merge_files
+    from rwkv_tui.trainer.checkpoint import inspect_checkpoint
     from rwkv_tui.trainer.errors import CheckpointError
 
     out = Path(args.out)
     if out.exists() and not args.force:
         raise CheckpointError("output exists", path=out, hint="choose another name or pass --force")
-    merge_files(args.base, args.adapter, out, dtype=getattr(torch, DTYPE_NAMES[args.dtype]), alpha=args.lora_alpha)
-    print(f"wrote {out}")
+    if args.dtype:
+        dtype, why = getattr(torch, DTYPE_NAMES[args.dtype]), "--dtype"
+    else:
+        dtype, why = base_dtype(inspect_checkpoint(args.base)), "the base model's dtype"
+    merge_files(args.base, args.adapter, out, dtype=dtype, alpha=args.lora_alpha)
+    print(f"wrote {out} ({str(dtype).removeprefix('torch.')}, {why})")
     return 0

@@ -24,6 +24,8 @@ from textual.widgets import Footer, ProgressBar, RichLog, Sparkline, Static
 from textual.worker import get_current_worker
 
 from rwkv_tui.run_view import RunView, format_duration
+from rwkv_tui.screens.export import EXPORTABLE_STATES, ExportScreen, read_run_outputs
+from rwkv_tui.trainer.errors import RwkvTuiError
 from rwkv_tui.widgets.loss_chart import LossChart
 from rwkv_tui.trainer.training.folder import LIVE_STATES, EventReader, RunFolder, signal_trainer
 
@@ -38,6 +40,7 @@ class DashboardScreen(Screen):
         Binding("s", "stop", "Stop (saves a checkpoint)"),
         Binding("d", "detach", "Detach"),
         Binding("c", "chat", "Chat with the result"),
+        Binding("e", "export", "Export…"),
         Binding("q", "detach", "Quit", show=False),
     ]
 
@@ -47,6 +50,9 @@ class DashboardScreen(Screen):
             self.events = events
             self.crashed = crashed
 
+    # The command line the export screen runs (None: this interpreter's `-m rwkv_tui`); tests stand one in.
+    export_cli: tuple[str, ...] | None = None
+
     def __init__(self, run_dir: str | Path, *, follow: bool = True) -> None:
         super().__init__()
         self.folder = RunFolder.at(run_dir)
@@ -54,6 +60,7 @@ class DashboardScreen(Screen):
         self.follow = follow
         self._stop_armed_at: float | None = None
         self._log_shown = 0
+        self._bindings_state = self.view.state
 
     def compose(self) -> ComposeResult:
         yield Static(id="run-title")
@@ -123,6 +130,14 @@ class DashboardScreen(Screen):
         for style, line in v.log[self._log_shown:]:
             log.write(Text(line, style=style))
         self._log_shown = len(v.log)
+        if v.state != self._bindings_state:  # Export shows in the footer only once the run has ended
+            self._bindings_state = v.state
+            self.refresh_bindings()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "export":
+            return self.view.state in EXPORTABLE_STATES
+        return True
 
     def _stats_text(self) -> Text:
         v = self.view
@@ -181,6 +196,18 @@ class DashboardScreen(Screen):
         config = load_config(self.folder.config)
         target = method_info(config.method.name).chat_target(outputs, base_model=config.model.path)
         self.app.push_screen(ChatScreen(target.model, adapter=target.adapter, state=target.state))
+
+    def action_export(self) -> None:
+        """Merge or export the run's output (merged .pth, HF folder, GGUF, Ai00) in a dialog."""
+        if self.view.state not in EXPORTABLE_STATES:
+            self.notify("export opens once the run has finished or stopped", severity="warning")
+            return
+        try:
+            run = read_run_outputs(self.folder, self.view)
+        except RwkvTuiError as exc:
+            self.notify(str(exc), severity="error", timeout=10)
+            return
+        self.app.push_screen(ExportScreen(run, cli=self.export_cli))
 
     def action_detach(self) -> None:
         # Leaving the UI never touches the trainer: it runs in its own session.

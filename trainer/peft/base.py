@@ -69,15 +69,17 @@ class Method:
             for key, value in tensors.items():
                 own[key].copy_(value.to(own[key].dtype))
 
-    def save_output(self, model: nn.Module, spec, path: Path, save_dtype: torch.dtype) -> Path:
+    def save_output(self, model: nn.Module, spec, path: Path, save_dtype: torch.dtype,
+                    base_path: str | Path | None = None) -> Path:
         """Write what this method trained to `path` (named by `info.output_file`); `save_dtype`
-        is the dtype of whole-model files."""
+        is the dtype of whole-model files, which also keep every key of the base at `base_path`."""
         raise NotImplementedError
 
     @classmethod
     def merge(cls, base: dict[str, torch.Tensor], adapter: dict[str, torch.Tensor],
               metadata: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """A full state dict equal in function to base + adapter (the file's metadata carries the settings)."""
+        """A full state dict equal in function to base + adapter (the file's metadata carries the
+        settings): every key of the base, changed weights in fp32 (the caller casts once on save)."""
         raise NotImplementedError
 
     def on_step(self, model: nn.Module, step: int) -> None:
@@ -95,7 +97,8 @@ class AdapterMethod(Method):
     def adapter_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
         return {name: p.detach() for name, p in unwrap(model).named_parameters() if p.requires_grad}
 
-    def save_output(self, model: nn.Module, spec, path: Path, save_dtype: torch.dtype) -> Path:
+    def save_output(self, model: nn.Module, spec, path: Path, save_dtype: torch.dtype,
+                    base_path: str | Path | None = None) -> Path:
         from rwkv_tui.trainer.adapters import save_adapter
 
         return save_adapter(model, self, path, spec)  # small: tensors keep their training dtype

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -23,15 +24,27 @@ class FullMethod(Method):
     def adapter_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
         return {k: v.detach() for k, v in unwrap(model).state_dict().items()}
 
-    def save_output(self, model: nn.Module, spec, path: Path, save_dtype: torch.dtype) -> Path:
-        """The whole model under its official names, in `save_dtype`."""
+    def save_output(self, model: nn.Module, spec, path: Path, save_dtype: torch.dtype,
+                    base_path: str | Path | None = None) -> Path:
+        """The whole model under its official names, in `save_dtype`, with the base's tensors the
+        model does not hold (block 0's unused v0/v1/v2, present in every official file) kept."""
         from rwkv_tui.trainer.checkpoint import save_state_dict
 
-        return save_state_dict(model.state_dict(), path, dtype=save_dtype)
+        trained = model.state_dict()
+        return save_state_dict({**base_only_tensors(base_path, trained), **trained}, path, dtype=save_dtype)
 
     @classmethod
     def merge(cls, base, adapter, metadata):
         return {**base, **adapter}
+
+
+def base_only_tensors(base_path: str | Path | None, trained: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The base file's tensors under names the trained model lacks (memory-mapped, so cheap)."""
+    if base_path is None:
+        return {}
+    from rwkv_tui.trainer.checkpoint import load_state_dict
+
+    return {k: v for k, v in load_state_dict(base_path).items() if k not in trained}
 
 
 class LisaMethod(FullMethod):

@@ -64,9 +64,9 @@ class LoraMethod(AdapterMethod):
                 b = adapter[prefix + ".lora_B"]
                 weight = base[prefix + ".weight"]
                 scale = lora_scale(alpha, b.shape[1])
-                merged[prefix + ".weight"] = (weight.float() + (b.float() @ a.float()) * scale).to(weight.dtype)
+                merged[prefix + ".weight"] = weight.float() + (b.float() @ a.float()) * scale  # cast once, on save
             elif not key.endswith(".lora_B"):
-                merged[key] = adapter[key].to(base[key].dtype) if key in base else adapter[key]
+                merged[key] = adapter[key]  # a norm or mix vector trained in full (train_extras)
         return merged
 
 
@@ -148,8 +148,7 @@ class PissaMethod(LoraMethod):
                 b = adapter[prefix + ".lora_B"]
                 a0, b0 = adapter[prefix + ".pissa_init_A"], adapter[prefix + ".pissa_init_B"]
                 weight = base[prefix + ".weight"]
-                new = weight.float() - b0.float() @ a0.float() + b.float() @ a.float()
-                merged[prefix + ".weight"] = new.to(weight.dtype)
+                merged[prefix + ".weight"] = weight.float() - b0.float() @ a0.float() + b.float() @ a.float()
             elif not key.endswith((".lora_B", ".pissa_init_A", ".pissa_init_B")):
-                merged[key] = adapter[key].to(base[key].dtype) if key in base else adapter[key]
+                merged[key] = adapter[key]
         return merged

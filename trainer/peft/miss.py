@@ -39,5 +39,5 @@ class MissMethod(AdapterMethod):
             if key.endswith(".disha"):
                 weight_key = key[: -len(".disha")] + ".weight"
                 weight = base[weight_key]
-                merged[weight_key] = (weight.float() + miss_delta(disha.float(), weight.shape[1])).to(weight.dtype)
+                merged[weight_key] = weight.float() + miss_delta(disha.float(), weight.shape[1])  # cast once, on save
         return merged

@@ -474,7 +474,7 @@ def _clean_up(ctx: RunContext) -> RunResult:
     from rwkv_tui.trainer.training.outputs import finish_outputs
 
     if ctx.reason == "finished" and ctx.is_global_zero:
-        merged = finish_outputs(ctx.config, ctx.outputs, ctx.folder.checkpoints)
+        merged = finish_outputs(ctx.config, ctx.outputs, ctx.folder.checkpoints, log=ctx.log)
         ctx.outputs.extend(merged)
         if merged:
             ctx.log.emit("checkpoint", step=ctx.step, epoch=epoch_of(ctx.step, ctx.config.epochs).completed,

@@ -24,18 +24,27 @@ def save_method_output(model, method, spec, config, directory: Path, tag: str) -
     """The method's checkpoint file, `<tag><its output suffix>` in `directory`."""
     model = getattr(model, "module", model)  # unwrap Fabric / DeepSpeed
     dtype = getattr(torch, DTYPE_NAMES[config.output.save_dtype])
-    return [method.save_output(model, spec, directory / method.info.output_file(tag), dtype)]
+    path = directory / method.info.output_file(tag)
+    return [method.save_output(model, spec, path, dtype, base_path=config.model.path)]
 
 
-def finish_outputs(config, last_outputs: list[Path], directory: Path) -> list[Path]:
-    """After a finished run of an adapter method: the merged model, ready to load anywhere."""
-    from rwkv_tui.trainer.adapters import merge_files
+def finish_outputs(config, last_outputs: list[Path], directory: Path, log=None) -> list[Path]:
+    """After a finished run of an adapter method: the merged model, ready to load anywhere, in
+    the base model's dtype (merged in fp32, cast once); `log` (the run log) is told which dtype."""
+    from rwkv_tui.trainer.adapters import base_dtype, merge_files
+    from rwkv_tui.trainer.checkpoint import inspect_checkpoint
 
     if not method_info(config.method.name).produces_merged_model or not last_outputs:
         return []
-    merged = merge_files(config.model.path, last_outputs[-1], directory / MERGED_FILE,
-                         dtype=getattr(torch, DTYPE_NAMES[config.output.save_dtype]))
+    dtype = base_dtype(inspect_checkpoint(config.model.path))
+    merged = merge_files(config.model.path, last_outputs[-1], directory / MERGED_FILE, dtype=dtype)
+    if log is not None:
+        log.emit("info", message=merged_message(merged, dtype))
     return [merged]
+
+
+def merged_message(path: Path, dtype: torch.dtype) -> str:
+    return f"merged the adapter into {path.name} in {str(dtype).removeprefix('torch.')} (the base model's dtype)"
 
 
 # A trained tensor with any |value| above this is a diverged run, not a trained one, and is never saved.

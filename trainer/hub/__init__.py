@@ -1,0 +1,1 @@
+"""Models in: the shipped catalogue of official RWKV-7 checkpoints and the downloader."""
