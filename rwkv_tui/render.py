@@ -39,6 +39,16 @@ def spec_table(spec: ModelSpec, title: str | None = None) -> Table:
     return table
 
 
+def _records_unit(path) -> str:
+    """jsonl is read by line, every other record file (parquet, csv, …) by row."""
+    from rwkv_tui.trainer.data.records import JSONL, file_kind
+
+    try:
+        return "lines" if file_kind(path) == JSONL else "rows"
+    except OSError:  # the file went away since the check: the check's own unit is the usual one
+        return "lines"
+
+
 def data_report(report) -> Group:
     """A `CheckReport` as a person reads it: summary, then problems with line numbers."""
     from rich.text import Text
@@ -46,7 +56,7 @@ def data_report(report) -> Group:
     summary = Table(show_header=False, title=f"{report.path}", title_justify="left")
     summary.add_column(style="bold cyan")
     summary.add_column()
-    summary.add_row("samples", f"{report.samples:,} of {report.lines:,} lines")
+    summary.add_row("samples", f"{report.samples:,} of {report.lines:,} {_records_unit(report.path)}")
     summary.add_row("formats", ", ".join(f"{n:,} {f}" for f, n in sorted(report.formats.items())) or "–")
     stats = report.token_stats()
     if stats:

@@ -82,10 +82,39 @@ class MethodConfig:
                             "tuning) to save VRAM; needs bitsandbytes. int8 loses less accuracy.", QUANTS)
 
 
+# Record files the engine reads and converts to text (a binidx prefix is anything else);
+# a folder saved by `datasets.Dataset.save_to_disk` is one too (see `is_records_path`).
+RECORD_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".tsv", ".arrow")
+DATASETS_FOLDER_MARKERS = ("dataset_info.json", "state.json")
+MAX_SOURCE_REPEAT = 10_000
+
+
+def is_records_path(path: str | Path) -> bool:
+    """A file of records (jsonl, json, parquet, csv, tsv, arrow) or a `datasets` folder, by name
+    and, for a folder, by the files `save_to_disk` leaves in it; not a binidx prefix."""
+    path = Path(path)
+    if path.suffix.lower() in RECORD_SUFFIXES:
+        return True
+    return path.is_dir() and any((path / marker).is_file() for marker in DATASETS_FOLDER_MARKERS)
+
+
+@dataclass
+class DataSource:
+    """One training file of several, and how many copies of it the data holds (the wiki's
+    "repeat your data, add general data")."""
+
+    path: str = ""
+    repeat: int = 1
+
+
 @dataclass
 class DataConfig:
-    path: str = _f("", "Training data: a .jsonl file (one {\"text\": …} per line) or a binidx prefix "
-                       "(path without .bin/.idx).")
+    path: str | list[str] = _f("", "Training data: a record file (.jsonl, .json, .parquet, .csv, .tsv, "
+                                   ".arrow, or a `datasets` folder), a list of them, or a binidx prefix "
+                                   "(path without .bin/.idx).")
+    sources: list[DataSource] = _f([], "More training files, each with its own repeat count: "
+                                       "[[data.sources]] tables with path = \"…\" and repeat = N. "
+                                       "They are trained together with data.path.")
     data_type: str = _f("auto", "auto detects jsonl vs binidx from the path.", ("auto", "jsonl", "binidx"))
     ctx_len: int = _f(1024, "Tokens per training sample. Longer costs more memory; match it to your data.")
     loading: str = _f("pad", "pad: one document per sample (padded or cut to ctx_len); pack: several "
@@ -96,6 +125,20 @@ class DataConfig:
     micro_bsz: int = _f(1, "Samples per GPU per step. Start at 1 and raise it while memory allows.")
     accumulate_grad_batches: int = _f(1, "Micro-batches summed before each optimizer step "
                                          "(a larger effective batch without more memory).")
+    val_path: str = _f("", "Validation data: a record file (any format data.path accepts) held apart from "
+                           "training; empty: none, or see val_fraction.")
+    val_fraction: float = _f(0.0, "Hold out this share of the training documents for validation (whole "
+                                  "documents, before repeats, chosen by the seed; e.g. 0.05). 0: none.")
+
+    def all_sources(self) -> list[DataSource]:
+        """Every training file with its repeat: data.path's (once each), then [[data.sources]]."""
+        paths = [self.path] if isinstance(self.path, str) else list(self.path)
+        return [DataSource(p, 1) for p in paths if p] + list(self.sources)
+
+    def is_single_file(self) -> bool:
+        """One file read once: trained exactly as before sources existed (its own token cache)."""
+        sources = self.all_sources()
+        return len(sources) == 1 and sources[0].repeat == 1
 
 
 @dataclass
@@ -389,6 +432,8 @@ _FALSE = {"false", "0", "no", "off"}
 def coerce_value(dotted: str, value: Any) -> Any:
     """Check and convert a value (from TOML or a command line) to the field's type."""
     leaf = _field(dotted)
+    if dotted in _SPECIAL_COERCIONS:  # fields whose type is not their default's
+        return _SPECIAL_COERCIONS[dotted](dotted, value)
     default = _leaf_default(leaf)
     kind = type(default)
     try:
@@ -551,11 +596,12 @@ def _method_model_problems(config: RunConfig, spec) -> list[ConfigProblem]:
 def data_problems(config: RunConfig, facts: ValidationFacts) -> list[ConfigProblem]:
     d = config.data
     problems = []
-    if not d.path:
+    if not d.all_sources():
         problems.append(ConfigProblem("data.path", "no training data chosen", "pick a .jsonl file or a binidx prefix"))
     problems += _below_one(config, ("data.ctx_len", "data.micro_bsz", "data.accumulate_grad_batches"))
     problems += _too_large(config, "data")
-    problems += _data_type_problems(config)
+    problems += _data_type_problems(config) + _sources_problems(config)
+    problems += _validation_split_problems(config)
     if d.loading == "random" and d.loss_mask == "sft":
         problems.append(ConfigProblem("data.loss_mask", "random windows cut across samples, so roles cannot be masked",
                                       "use loading=pad or pack with sft masking, or loss_mask=none"))
@@ -567,17 +613,105 @@ def data_problems(config: RunConfig, facts: ValidationFacts) -> list[ConfigProbl
     return problems
 
 
-def _data_type_problems(config: RunConfig) -> list[ConfigProblem]:
-    """A data_type the path contradicts: the file would be read in the wrong format."""
+def _validation_split_problems(config: RunConfig) -> list[ConfigProblem]:
+    """data.val_path / data.val_fraction: one of them, a record file, never the training data."""
     d = config.data
-    suffix = Path(d.path).suffix if isinstance(d.path, str) else ""
-    if d.data_type == "jsonl" and suffix in (".bin", ".idx"):
-        return [ConfigProblem("data.data_type", f"jsonl was chosen, but {d.path} is a binidx file",
-                              "set data_type=binidx (or auto), or point data.path at the .jsonl")]
-    if d.data_type == "binidx" and suffix == ".jsonl":
-        return [ConfigProblem("data.data_type", f"binidx was chosen, but {d.path} is a jsonl file",
-                              "set data_type=jsonl (or auto), or point data.path at the binidx prefix")]
+    fraction, val_path = d.val_fraction, d.val_path
+    if not isinstance(fraction, float) or not isinstance(val_path, str):
+        return []  # a wrong type is reported when the value is loaded
+    problems = []
+    if not 0 <= fraction < 1:
+        problems.append(ConfigProblem("data.val_fraction", f"must be in [0, 1), got {fraction}",
+                                      "e.g. 0.05 holds out 5% of the documents; 0 turns it off"))
+    if val_path and fraction > 0:
+        problems.append(ConfigProblem("data.val_fraction", "val_path and val_fraction are both set",
+                                      "keep one: a validation file (val_path), or a share of the training "
+                                      "documents (val_fraction)"))
+    training = [s.path for s in d.all_sources() if isinstance(s.path, str)]
+    if val_path and not is_records_path(val_path):
+        problems.append(ConfigProblem("data.val_path", f"{val_path} is not a record file",
+                                      "give a .jsonl, .json, .parquet, .csv, .tsv or .arrow file, or a `datasets` "
+                                      "folder (e.g. the PREFIX.val.jsonl of `data prepare --val-fraction`)"))
+    if val_path and any(Path(val_path).resolve() == Path(p).resolve() for p in training):
+        problems.append(ConfigProblem("data.val_path", f"{val_path} is also the training data",
+                                      "validate on documents the model does not train on: another file, or "
+                                      "val_fraction instead"))
+    if 0 < fraction < 1 and not all(is_records_path(p) for p in training):
+        problems.append(ConfigProblem("data.val_fraction", "a binidx prefix holds tokens, not documents to hold out",
+                                      "train from the record file with val_fraction, or run `rwkv-tui data prepare "
+                                      "--val-fraction` and set data.val_path to its PREFIX.val.jsonl"))
+    return problems
+
+
+def _data_type_problems(config: RunConfig) -> list[ConfigProblem]:
+    """A data_type a path contradicts: the file would be read in the wrong format."""
+    d = config.data
+    for source in d.all_sources():
+        suffix = Path(source.path).suffix if isinstance(source.path, str) else ""
+        if d.data_type == "jsonl" and suffix in (".bin", ".idx"):
+            return [ConfigProblem("data.data_type", f"jsonl was chosen, but {source.path} is a binidx file",
+                                  "set data_type=binidx (or auto), or point data.path at the .jsonl")]
+        if d.data_type == "binidx" and suffix.lower() in RECORD_SUFFIXES:
+            kind = "jsonl" if suffix == ".jsonl" else "record"
+            return [ConfigProblem("data.data_type", f"binidx was chosen, but {source.path} is a {kind} file",
+                                  "set data_type=jsonl (or auto), or point data.path at the binidx prefix")]
     return []
+
+
+def _sources_problems(config: RunConfig) -> list[ConfigProblem]:
+    """Several files are tokenized together, so each must be a record file; repeats are counts."""
+    d = config.data
+    problems = []
+    for i, source in enumerate(d.sources):
+        where = f"data.sources[{i}]"
+        if not source.path:
+            problems.append(ConfigProblem(f"{where}.path", "is empty", "give the file's path, or remove the table"))
+        if not 1 <= source.repeat <= MAX_SOURCE_REPEAT:
+            problems.append(ConfigProblem(f"{where}.repeat", f"must be 1 to {MAX_SOURCE_REPEAT:,}, got "
+                                                             f"{source.repeat}", "repeat = 1 reads the file once"))
+    if not d.is_single_file() and d.data_type == "binidx":
+        problems.append(ConfigProblem("data.data_type", "several files or repeats need record files, not binidx",
+                                      "set data_type=auto, or train on one binidx prefix"))
+    elif not d.is_single_file():
+        problems += [ConfigProblem("data.path", f"{s.path} is a binidx prefix: only record files "
+                                                f"({', '.join(RECORD_SUFFIXES)}) can be mixed or repeated",
+                                   "list the record files it was prepared from instead")
+                     for s in d.all_sources() if s.path and not is_records_path(s.path)]
+    return problems
+
+
+def _coerce_data_path(dotted: str, value: Any) -> str | list[str]:
+    """data.path: one path, or a list of them."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and value and all(isinstance(v, str) and v for v in value):
+        return list(value)
+    raise ConfigError(f"{value!r} is not a path or a list of paths", field=dotted,
+                      hint='e.g. path = "chat.jsonl" or path = ["chat.jsonl", "general.parquet"]')
+
+
+def _coerce_sources(dotted: str, value: Any) -> list[DataSource]:
+    """[[data.sources]]: tables with a path and an optional repeat."""
+    hint = '[[data.sources]] tables, each with path = "…" and repeat = N'
+    if not isinstance(value, list):
+        raise ConfigError(f"{value!r} is not a list of tables", field=dotted, hint=hint)
+    sources = []
+    for i, table in enumerate(value):
+        if isinstance(table, DataSource):
+            sources.append(table)
+            continue
+        unknown = sorted(set(table) - {"path", "repeat"}) if isinstance(table, dict) else []
+        if not isinstance(table, dict) or unknown or not isinstance(table.get("path"), str):
+            raise ConfigError(f"entry {i + 1} must be a table with a path (and repeat)"
+                              + (f"; unknown key {unknown[0]!r}" if unknown else ""), field=dotted, hint=hint)
+        repeat = table.get("repeat", 1)
+        if isinstance(repeat, bool) or not isinstance(repeat, int):
+            raise ConfigError(f"entry {i + 1}: repeat {repeat!r} is not a whole number", field=dotted, hint=hint)
+        sources.append(DataSource(table["path"], repeat))
+    return sources
+
+
+_SPECIAL_COERCIONS = {"data.path": _coerce_data_path, "data.sources": _coerce_sources}
 
 
 def epochs_problems(config: RunConfig, facts: ValidationFacts) -> list[ConfigProblem]:

@@ -45,10 +45,15 @@ class Corpus:
 
 
 def file_digest(path: Path) -> str:
+    """The content hash of a records file, or of a `datasets` folder (its files' names and bytes)."""
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+    files = sorted(f for f in path.iterdir() if f.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(file.name.encode("utf-8") + b"\0")
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
     return digest.hexdigest()[:16]
 
 
@@ -67,7 +72,7 @@ def prepare_token_cache(jsonl: str | Path, cache_dir: str | Path | None = None,
     """The prefix of `jsonl`'s binidx cache, tokenized now unless it exists: in `cache_dir`
     (default: beside the file), or in `fallback_dir` when that folder cannot be written."""
     jsonl = Path(jsonl)
-    if not jsonl.is_file():
+    if not jsonl.exists():  # a file, or a datasets folder
         raise DataError("data file not found", path=jsonl)
     digest = file_digest(jsonl)
     folders = [Path(cache_dir) if cache_dir is not None else jsonl.parent]

@@ -17,13 +17,18 @@ Indices may exceed len(dataset): the sampler counts on across passes over the da
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from rwkv_tui.trainer.data.corpus import Corpus, all_trained, load_binidx_corpus, load_jsonl_corpus
+from rwkv_tui.trainer.config import DataSource, is_records_path
+from rwkv_tui.trainer.data.binidx import mask_path
+from rwkv_tui.trainer.data.corpus import (CACHE_VERSION, Corpus, all_trained, file_digest, load_binidx_corpus,
+                                          load_jsonl_corpus)
 from rwkv_tui.trainer.data.corpus import prepare_token_cache as prepare_jsonl_cache
 from rwkv_tui.trainer.errors import DataError
 
@@ -99,27 +104,112 @@ def run_cache_dir(run_dir: str | Path) -> Path:
 
 
 def is_jsonl(path: str | Path, data_type: str = "auto") -> bool:
-    """data.data_type decides; `auto` goes by the .jsonl suffix (anything else is a binidx prefix)."""
+    """Whether the path holds records (read and tokenized) rather than a binidx prefix: data.data_type
+    decides; `auto` goes by the name (.jsonl, .json, .parquet, .csv, .tsv, .arrow, a `datasets` folder)."""
     if data_type not in DATA_TYPES:
         raise DataError(f"unknown data type {data_type!r}", field="data.data_type",
                         hint=f"choose one of: {', '.join(DATA_TYPES)}")
-    return data_type == "jsonl" or (data_type == "auto" and Path(path).suffix == ".jsonl")
+    return data_type == "jsonl" or (data_type == "auto" and is_records_path(path))
 
 
-def prepare_token_cache(path: str | Path, data_type: str, cache_dir: str | Path | None = None) -> None:
-    """Tokenize a jsonl into its cache now (binidx data needs none)."""
-    if is_jsonl(path, data_type):
-        prepare_jsonl_cache(path, cache_dir=cache_dir)
+def _as_sources(data: str | Path | list) -> list[DataSource]:
+    """A path, a list of paths or a list of DataSources (data.all_sources()) as DataSources."""
+    items = [data] if isinstance(data, (str, Path)) else list(data)
+    return [item if isinstance(item, DataSource) else DataSource(str(item), 1) for item in items]
 
 
-def load_corpus(path: str | Path, data_type: str = "auto", loss_mask: str = "sft",
-                cache_dir: str | Path | None = None, fallback_dir: str | Path | None = None) -> Corpus:
-    """The corpus of a jsonl (tokenized into `cache_dir`, default beside it, else into
-    `fallback_dir`) or of a binidx prefix."""
-    if is_jsonl(path, data_type):
-        corpus = load_jsonl_corpus(path, cache_dir, fallback_dir)
+def _single_path(sources: list[DataSource]) -> str | None:
+    """The one file read once, which keeps its own token cache (exactly as before sources existed)."""
+    return sources[0].path if len(sources) == 1 and sources[0].repeat == 1 else None
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """data.val_fraction of the documents, chosen by seed (`split.held_out_mask`), kept out of training."""
+
+    fraction: float = 0.0
+    seed: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.fraction > 0
+
+
+def sources_cache_prefix(sources: list[DataSource], cache_dir: str | Path | None = None,
+                         held_out: HeldOut = HeldOut()) -> Path:
+    """The binidx prefix of several files' token cache, named by their contents and repeats (an edited
+    file or a changed repeat is tokenized again) and by the held-out split, if any; `cache_dir`
+    defaults to the first file's folder."""
+    digest = hashlib.sha256()
+    for source in sources:
+        digest.update(f"{_content_digest(Path(source.path))}:{source.repeat};".encode())
+    if held_out.active:
+        digest.update(f"held-out:{held_out.fraction!r}:{held_out.seed};".encode())
+    folder = Path(cache_dir) if cache_dir is not None else Path(sources[0].path).parent
+    return folder / f".sources-{digest.hexdigest()[:16]}-v{CACHE_VERSION}"
+
+
+def _content_digest(path: Path) -> str:
+    """A file's content digest; a `datasets` folder's is that of its files, by name."""
+    if not path.exists():
+        raise DataError("data file not found", path=path)
+    if not path.is_dir():
+        return file_digest(path)
+    return hashlib.sha256("".join(f"{f.name}={file_digest(f)};" for f in sorted(path.iterdir())
+                                  if f.is_file()).encode()).hexdigest()[:16]
+
+
+def prepare_sources_cache(sources: list[DataSource], cache_dir: str | Path | None = None,
+                          held_out: HeldOut = HeldOut()) -> Path:
+    """Tokenize several files (each `repeat` times, in file order: the sampler shuffles) into one
+    binidx cache with SFT masks, unless it exists; its prefix. The held-out documents are left out
+    (and written to PREFIX.val.jsonl), so training never sees them."""
+    from rwkv_tui.trainer.data.prepare import SourceFile, prepare_binidx
+
+    prefix = sources_cache_prefix(sources, cache_dir, held_out)
+    if not all(p.exists() for p in (prefix.with_suffix(".bin"), prefix.with_suffix(".idx"), mask_path(prefix))):
+        files = [SourceFile(Path(s.path), s.repeat) for s in sources]
+        prepare_binidx(files, prefix, sft_mask=True, shuffle=False, force=True, val_fraction=held_out.fraction,
+                       seed=held_out.seed)
+    return prefix
+
+
+def _check_mixable(sources: list[DataSource], data_type: str) -> None:
+    binidx = [s.path for s in sources if not is_jsonl(s.path, data_type)]
+    if binidx:
+        raise DataError("only record files can be mixed or repeated, not a binidx prefix", path=binidx[0],
+                        hint="list the record files it was prepared from in data.path or [[data.sources]]")
+
+
+def prepare_token_cache(path, data_type: str, cache_dir: str | Path | None = None,
+                        held_out: HeldOut = HeldOut()) -> None:
+    """Tokenize the records into their cache now (binidx data needs none). `path`: one path, or
+    several paths or DataSources (tokenized together into one cache, as is a file with a held-out split)."""
+    sources = _as_sources(path)
+    single = _single_path(sources)
+    if single is not None and not held_out.active:
+        if is_jsonl(single, data_type):
+            prepare_jsonl_cache(single, cache_dir=cache_dir)
+        return
+    _check_mixable(sources, data_type)
+    prepare_sources_cache(sources, cache_dir, held_out)
+
+
+def load_corpus(path, data_type: str = "auto", loss_mask: str = "sft",
+                cache_dir: str | Path | None = None, fallback_dir: str | Path | None = None,
+                held_out: HeldOut = HeldOut()) -> Corpus:
+    """The corpus of a record file (tokenized into `cache_dir`, default beside it, else into
+    `fallback_dir`), of a binidx prefix, or of several record files with their repeats; without
+    the `held_out` documents."""
+    sources = _as_sources(path)
+    single = _single_path(sources)
+    if single is None or held_out.active:
+        _check_mixable(sources, data_type)
+        corpus = load_binidx_corpus(prepare_sources_cache(sources, cache_dir, held_out))
+    elif is_jsonl(single, data_type):
+        corpus = load_jsonl_corpus(single, cache_dir, fallback_dir)
     else:
-        corpus = load_binidx_corpus(path)
+        corpus = load_binidx_corpus(single)
     if loss_mask == "none":
         corpus = Corpus(corpus.tokens, all_trained(len(corpus.tokens)), corpus.offsets)
     return corpus
@@ -127,13 +217,14 @@ def load_corpus(path: str | Path, data_type: str = "auto", loss_mask: str = "sft
 
 def build_dataset(path, ctx_len: int, loading: str = "pad", loss_mask: str = "sft", seed: int = 0,
                   vocab_size: int = 65536, data_type: str = "auto", cache_dir: str | Path | None = None,
-                  fallback_dir: str | Path | None = None) -> Dataset:
+                  fallback_dir: str | Path | None = None, held_out: HeldOut = HeldOut()) -> Dataset:
     """The dataset a run trains on (see the module docstring for the sample layout)."""
     if loading not in LOADINGS:
         raise DataError(f"unknown loading mode {loading!r}", field="data.loading",
                         hint=f"choose one of: {', '.join(LOADINGS)}")
-    corpus = load_corpus(path, data_type, loss_mask, cache_dir, fallback_dir)
-    corpus.check_vocab(vocab_size, path)
+    corpus = load_corpus(path, data_type, loss_mask, cache_dir, fallback_dir, held_out)
+    sources = _as_sources(path)
+    corpus.check_vocab(vocab_size, ", ".join(s.path for s in sources) if len(sources) > 1 else sources[0].path)
     if loading == "pad":
         return PaddedDocuments(corpus, ctx_len)
     if loading == "pack":

@@ -16,15 +16,18 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 
+from rwkv_tui.trainer.config import is_records_path
 from rwkv_tui.trainer.data.binidx import BinIdxWriter, mask_path, prefix_of
 from rwkv_tui.trainer.data.records import Span, line_spans
+from rwkv_tui.trainer.data.split import (DocumentSplit, document_keys, held_out_mask, texts_of, val_jsonl_path,
+                                         write_texts_jsonl)
 from rwkv_tui.trainer.data.tokenize import TokenizedDocuments, token_byte_lengths, tokenize_file
 from rwkv_tui.trainer.errors import DataError
 from rwkv_tui.trainer.world_tokenizer import get_tokenizer
@@ -40,6 +43,8 @@ class PrepareResult:
     tokens: int
     magic_prime: int | None
     ctx_len: int
+    val_documents: int = 0  # held out by val_fraction, written to val_path
+    val_path: Path | None = None
 
     @property
     def rwkv_lm_args(self) -> str:
@@ -105,8 +110,49 @@ def _gather_index(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     return np.arange(int(ends[-1]) if len(ends) else 0) + np.repeat(starts - (ends - sizes), sizes)
 
 
+@dataclass(frozen=True)
+class SourceFile:
+    """One input of several: its path and how many copies of its documents each repeat holds."""
+
+    path: Path
+    repeat: int = 1
+
+
+Sources = str | Path | Sequence[str | Path | tuple[str | Path, int] | SourceFile]
+
+
+def source_files(source: Sources) -> list[SourceFile]:
+    """The inputs as SourceFiles: one path, or a list of paths and (path, repeat) pairs."""
+    items = [source] if isinstance(source, (str, Path)) else list(source)
+    files = []
+    for item in items:
+        if isinstance(item, SourceFile):
+            files.append(item)
+        elif isinstance(item, tuple):
+            files.append(SourceFile(Path(item[0]), int(item[1])))
+        else:
+            files.append(SourceFile(Path(item)))
+    return files
+
+
+def _check_source(source: SourceFile) -> None:
+    if not source.path.exists():
+        raise DataError("data file not found", path=source.path)
+    if source.path.is_dir() and not is_records_path(source.path):
+        raise DataError("a folder is not a data file", path=source.path,
+                        hint="give a record file, or a folder saved by datasets' save_to_disk")
+    if source.repeat < 1:
+        raise DataError(f"repeat must be at least 1, got {source.repeat}", path=source.path,
+                        hint="repeat = 1 reads the file once")
+
+
+def _spans_of(path: Path) -> list[Span]:
+    """The parts of one input that worker processes tokenize side by side."""
+    return line_spans(path, SPAN_LINES)
+
+
 def prepare_binidx(
-    source: str | Path,
+    source: Sources,
     out_prefix: str | Path,
     *,
     repeat: int = 1,
@@ -117,37 +163,49 @@ def prepare_binidx(
     shuffle: bool = True,
     workers: int | None = None,
     progress: Callable[[str, int, int, int], None] | None = None,
+    val_fraction: float = 0.0,
 ) -> PrepareResult:
-    """Tokenize `source` into `out_prefix.bin/.idx` (+ `.sftmask`). `progress(phase, done, total, tokens)`.
-    `shuffle=False` keeps the file's order (the trainer's token cache: its sampler shuffles)."""
-    source = Path(source)
+    """Tokenize `source` (one file, or several, each with its own repeat: paths, (path, repeat) pairs
+    or SourceFiles) into `out_prefix.bin/.idx` (+ `.sftmask`). `progress(phase, done, total, tokens)`.
+    Each of the `repeat` copies holds every file's documents `SourceFile.repeat` times, shuffled
+    together; `shuffle=False` keeps the files' order (the trainer's token cache: its sampler shuffles).
+    `val_fraction` holds that share of the documents out of every copy (`split.held_out_mask`, by
+    `seed`) and writes them to PREFIX.val.jsonl."""
+    sources = source_files(source)
     prefix = prefix_of(out_prefix)
-    if not source.is_file():
-        raise DataError("data file not found", path=source)
+    if not sources:
+        raise DataError("no data files given", hint="give at least one record file")
+    for item in sources:
+        _check_source(item)
     if repeat < 1 or ctx_len < 1:
         raise DataError("repeat and ctx_len must be at least 1", hint="e.g. --repeat 3 --ctx-len 512")
+    if not 0 <= val_fraction < 1:
+        raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}", hint="e.g. --val-fraction 0.05")
     outputs = [prefix.with_suffix(".bin"), prefix.with_suffix(".idx")] + ([mask_path(prefix)] if sft_mask else [])
+    outputs += [val_jsonl_path(prefix)] if val_fraction > 0 else []
     existing = [p for p in outputs if p.exists()]
     if existing and not force:
         raise DataError("output exists", path=existing[0], hint="choose another --out or pass --force")
 
-    spans = line_spans(source, SPAN_LINES)
+    jobs = [_SpanJob(str(item.path), span, sft_mask) for item in sources for span in _spans_of(item.path)]
     workers = workers or os.cpu_count() or 1
     prefix.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".rwkv-prepare-", dir=prefix.parent) as staging:
         stage = Path(staging)
-        doc_sizes, total = _tokenize_to_staging(source, spans, sft_mask, workers, stage, progress)
-        if not len(doc_sizes):
-            raise DataError("the file has no samples", path=source)
+        doc_sizes, per_job, total = _tokenize_to_staging(jobs, sft_mask, workers, stage, progress)
+        documents = _documents_per_source(sources, jobs, per_job)
         tokens = np.memmap(stage / "tokens.u16", dtype=np.uint16, mode="r") if total else np.zeros(0, np.uint16)
         masks = (np.memmap(stage / "masks.u8", dtype=np.uint8, mode="r") if sft_mask and total else None)
         starts = np.concatenate([[0], np.cumsum(doc_sizes)[:-1]])
-        n = len(doc_sizes)
+        copy = _one_copy(sources, documents)
+        held_out = _held_out(sources, len(doc_sizes), val_fraction, seed)
+        copy = copy[~held_out[copy]]  # before the repeats: a held-out document is in no copy
+        n = len(copy)
         written = 0
         with BinIdxWriter(prefix, with_mask=sft_mask) as writer:
             for r in range(repeat):
                 # An independent shuffle per repeat, as make_data.py does (seeded here).
-                order = np.random.default_rng([seed, r]).permutation(n) if shuffle else np.arange(n)
+                order = copy[np.random.default_rng([seed, r]).permutation(n)] if shuffle else copy
                 for batch in np.array_split(order, max(1, n // WRITE_BATCH_DOCS)):
                     index = _gather_index(starts[batch], doc_sizes[batch])
                     writer.add_many(tokens[index], doc_sizes[batch], masks[index] if masks is not None else None)
@@ -155,11 +213,54 @@ def prepare_binidx(
                 if progress:
                     progress("write", r + 1, repeat, written)
         del tokens, masks
-    return PrepareResult(prefix, n * repeat, written, magic_prime(written, ctx_len), ctx_len)
+        val_path = _write_held_out(sources, held_out, stage, prefix) if held_out.any() else None
+    return PrepareResult(prefix, n * repeat, written, magic_prime(written, ctx_len), ctx_len,
+                         int(held_out.sum()), val_path)
 
 
-def _tokenize_to_staging(source: Path, spans: list[Span], sft_mask: bool, workers: int, stage: Path, progress):
-    jobs = [_SpanJob(str(source), span, sft_mask) for span in spans]
+def _held_out(sources: list[SourceFile], documents: int, val_fraction: float, seed: int) -> np.ndarray:
+    """The documents (in staging order: file after file) that `val_fraction` holds out."""
+    if val_fraction <= 0:
+        return np.zeros(documents, dtype=bool)
+    keys = document_keys(texts_of(item.path for item in sources), seed)
+    if len(keys) != documents:
+        raise DataError("the data changed while it was being prepared", path=sources[-1].path,
+                        hint="let whatever writes the file finish, then run again")
+    return held_out_mask(keys, val_fraction, sources[0].path)
+
+
+def _write_held_out(sources: list[SourceFile], held_out: np.ndarray, stage: Path, prefix: Path) -> Path:
+    """PREFIX.val.jsonl with the held-out documents' texts, in file order; it appears whole or not at all."""
+    split = DocumentSplit(tuple(item.path for item in sources), held_out)
+    staged = stage / "val.jsonl"
+    with staged.open("w", encoding="utf-8") as out:
+        write_texts_jsonl(split.val_texts(), out)
+    target = val_jsonl_path(prefix)
+    os.replace(staged, target)
+    return target
+
+
+def _documents_per_source(sources: list[SourceFile], jobs: list[_SpanJob], per_job: list[int]) -> list[int]:
+    """How many documents each input gave; an input with none is an error naming it."""
+    counts = dict.fromkeys((str(item.path) for item in sources), 0)
+    for job, count in zip(jobs, per_job):
+        counts[job.path] += count
+    for path, count in counts.items():
+        if not count:
+            raise DataError("the file has no samples", path=path)
+    return [counts[str(item.path)] for item in sources]
+
+
+def _one_copy(sources: list[SourceFile], documents: list[int]) -> np.ndarray:
+    """The document indices of one repeat: each input's documents, `repeat` times, in file order
+    (one input read once: 0..n-1, exactly the single-file order)."""
+    firsts = np.concatenate([[0], np.cumsum(documents)[:-1]]).astype(np.int64)
+    return np.concatenate([np.tile(np.arange(first, first + count), item.repeat)
+                           for item, first, count in zip(sources, firsts, documents)])
+
+
+def _tokenize_to_staging(jobs: list[_SpanJob], sft_mask: bool, workers: int, stage: Path, progress):
+    """Every job's documents into the staging files, in job order: (sizes, documents per job, tokens)."""
     sizes: list[np.ndarray] = []
     total = 0
     with open(stage / "tokens.u16", "wb") as token_file, open(stage / "masks.u8", "wb") as mask_file:
@@ -169,9 +270,9 @@ def _tokenize_to_staging(source: Path, spans: list[Span], sft_mask: bool, worker
         pool = get_context("fork").Pool(workers) if workers > 1 and len(jobs) > 1 else None
         try:
             results = pool.imap(_tokenize_span, jobs) if pool else map(_tokenize_span, jobs)
-            for done, result in enumerate(results, start=1):
+            for done, (job, result) in enumerate(zip(jobs, results), start=1):
                 if isinstance(result, _BadLine):
-                    raise DataError(result.message, path=source, line=result.line, hint=result.hint)
+                    raise DataError(result.message, path=job.path, line=result.line, hint=result.hint)
                 token_file.write(result.tokens.tobytes())
                 if result.masks is not None:
                     mask_file.write(result.masks.tobytes())
@@ -183,4 +284,4 @@ def _tokenize_to_staging(source: Path, spans: list[Span], sft_mask: bool, worker
             if pool is not None:
                 pool.terminate()
                 pool.join()
-    return (np.concatenate(sizes) if sizes else np.zeros(0, np.int64)), total
+    return (np.concatenate(sizes) if sizes else np.zeros(0, np.int64)), [len(s) for s in sizes], total

@@ -278,17 +278,20 @@ def _warm_starter(config, log: RunLog, resume: bool) -> Callable[[Any, Any], Non
 
 def _batches(config, spec, fabric, start_step: int, cache_dir: Path) -> Iterator[dict[str, torch.Tensor]]:
     """This rank's batches from `start_step` to the end: what an uninterrupted run reads there.
-    A jsonl is tokenized once into `cache_dir` (streaming, as `data prepare`) and memory-mapped."""
-    from rwkv_tui.trainer.data.datasets import build_dataset, prepare_token_cache
+    Record files are tokenized once into `cache_dir` (streaming, as `data prepare`) and memory-mapped;
+    several files (data.path as a list, [[data.sources]]) with their repeats into one cache."""
+    from rwkv_tui.trainer.data.datasets import HeldOut, build_dataset, prepare_token_cache
     from rwkv_tui.trainer.training.sampling import ResumableSampler
 
     data = config.data
-    if fabric.local_rank == 0:  # one process per machine tokenizes a jsonl; the others then read its cache
-        prepare_token_cache(data.path, data.data_type, cache_dir)
+    sources = data.all_sources()
+    held_out = HeldOut(data.val_fraction, config.output.seed)  # never trained on: the validation split
+    if fabric.local_rank == 0:  # one process per machine tokenizes the records; the others then read its cache
+        prepare_token_cache(sources, data.data_type, cache_dir, held_out)
     fabric.barrier()
-    dataset = build_dataset(data.path, ctx_len=data.ctx_len, loading=data.loading, loss_mask=data.loss_mask,
+    dataset = build_dataset(sources, ctx_len=data.ctx_len, loading=data.loading, loss_mask=data.loss_mask,
                             seed=config.output.seed, vocab_size=spec.vocab_size, data_type=data.data_type,
-                            cache_dir=cache_dir)
+                            cache_dir=cache_dir, held_out=held_out)
     per_step = _samples_per_step(config)
     sampler = ResumableSampler(len(dataset), seed=config.output.seed, start=start_step * per_step,
                                length=(_total_steps(config) - start_step) * per_step,

@@ -15,6 +15,7 @@ from textual.widgets import Button, Input, ProgressBar, RichLog, Sparkline, Stat
 from textual.worker import get_current_worker
 
 from rwkv_tui.screens.wizard.base import WizardStep
+from rwkv_tui.trainer.config import MAX_SOURCE_REPEAT, DataSource, is_records_path
 
 if TYPE_CHECKING:
     from rwkv_tui.trainer.data.check import CheckReport
@@ -34,22 +35,47 @@ def histogram(counts: list[int], bins: int = 24) -> list[float]:
     return hist
 
 
-def preview_text(sample: str) -> Text:
-    """Roles in colour; the trained (loss-masked-in) answer text underlined."""
+TRAINED_STYLE = "underline green on #12301a"  # the SFT-masked-in tokens: what the model learns
+
+
+def preview_text(sample: str, loss_mask: str = "sft") -> Text:
+    """The converted text as training sees it: roles in colour, the trained part highlighted
+    (with loss_mask=sft the answers, as `sft.token_mask` picks them; else all of it)."""
     from rwkv_tui.trainer.data.sft import ANSWER_ROLES, role_spans
 
     text = Text()
     spans = role_spans(sample)
-    if not spans:
-        return Text(sample[:600], style="underline")
+    if not spans or loss_mask != "sft":
+        return Text(sample[:600], style=TRAINED_STYLE)
     cursor = 0
     for role, start, end in spans:
         label_start = sample.rfind(role + ":", cursor, start)
         text.append(sample[cursor:label_start])
         text.append(sample[label_start:start], style=_ROLE_STYLE.get(role, "bold"))
-        text.append(sample[start:end], style="underline green" if role in ANSWER_ROLES else "")
+        text.append(sample[start:end], style=TRAINED_STYLE if role in ANSWER_ROLES else "")
         cursor = end
     return text
+
+
+def parse_repeat(value: str) -> int | None:
+    """A repeat count typed in the field, or None when it is not one."""
+    try:
+        repeat = int(value.strip() or "1")
+    except ValueError:
+        return None
+    return repeat if 1 <= repeat <= MAX_SOURCE_REPEAT else None
+
+
+def sources_listing(sources: list[DataSource]) -> str:
+    if not sources:
+        return ""
+    return "training on: " + " · ".join(f"{s.path} ×{s.repeat}" for s in sources)
+
+
+def mix_prefix(sources: list[DataSource]) -> str:
+    """Where the wizard prepares the data: beside the (first) file, named after it."""
+    first = Path(sources[0].path).with_suffix("")
+    return str(first) if len(sources) == 1 else str(first.with_name(first.name + "-mix"))
 
 
 @dataclass
@@ -63,7 +89,8 @@ class DataProgress(Message, bubble=False):
 @dataclass
 class DataChecked(Message, bubble=False):
     report: CheckReport
-    sample: str | None  # the first sample's text, for the preview
+    sample: str | None  # the first sample's text (converted to RWKV World text), for the preview
+    detected: str | None = None  # the record format the reader found ("OpenAI messages", …)
 
 
 @dataclass
@@ -89,19 +116,36 @@ class PrepareFailed(Message, bubble=False):
 
 
 def binidx_or_failure(path: str) -> BinidxChosen | DataFailed:
-    """What a path without .jsonl means: a .bin/.idx prefix, or a mistake."""
+    """What a path that is no record file means: a .bin/.idx prefix, or a mistake."""
     if Path(path + ".idx").exists() and Path(path + ".bin").exists():
         return BinidxChosen(path)
-    return DataFailed(f"{path}: no .jsonl file or .bin/.idx pair there")
+    return DataFailed(f"{path}: no .jsonl file, other record file or .bin/.idx pair there")
+
+
+def detected_format(path: str) -> str | None:
+    """The reader's name for the file's record format, where the reader can tell."""
+    try:
+        from rwkv_tui.trainer.data.records import detect_format
+    except ImportError:  # a reader without format detection
+        return None
+    try:
+        return detect_format(path)
+    except (OSError, ValueError):
+        return None
 
 
 class DataScreen(WizardStep):
     def body(self) -> ComposeResult:
-        yield Static("A .jsonl with one {\"text\": …} per line (User:/Assistant:, System:, Instruction:/Input:/"
-                     "Response: or plain text), or a binidx prefix. Enter checks it line by line.", classes="help")
+        yield Static("A record file (.jsonl, .json, .parquet, .csv, .tsv, .arrow, a datasets folder: text, chat "
+                     "messages, ShareGPT, Alpaca…) or a binidx prefix. Enter checks it; Add trains on several "
+                     "files, each repeated.", classes="help")
         with Horizontal(classes="inline-fields"):
-            yield Input(value=self.state.config.data.path, placeholder="/path/to/data.jsonl", id="data-path")
+            path = self.state.config.data.path
+            yield Input(value=path if isinstance(path, str) else "", placeholder="/path/to/data.jsonl", id="data-path")
+            yield Input(value="1", placeholder="repeat", id="data-repeat", tooltip="copies of this file")
+            yield Button("Add", id="add-source")
             yield Button("Prepare binidx", id="prepare")
+        yield Static(id="data-sources")
         yield ProgressBar(id="check-progress", show_eta=False)
         yield Static(id="data-summary")
         yield Sparkline([], id="length-histogram")
@@ -111,16 +155,44 @@ class DataScreen(WizardStep):
     def on_mount(self) -> None:
         self.query_one("#length-histogram").border_title = "token lengths"
         self.query_one("#check-progress", ProgressBar).update(total=1, progress=0)  # idle, not pulsing
-        if self.state.config.data.path:
-            self.run_check(self.state.config.data.path)
+        data = self.state.config.data
+        if isinstance(data.path, list):  # a list of paths (a preset): the same files, each once, in the list
+            data.sources, data.path = [DataSource(p) for p in data.path] + data.sources, ""
+        self._show_sources()
+        if data.path:
+            self.run_check(data.path)
+
+    def _show_sources(self) -> None:
+        self.query_one("#data-sources", Static).update(sources_listing(self.state.config.data.sources))
 
     @on(Input.Submitted, "#data-path")
     def _submitted(self, event: Input.Submitted) -> None:
         self.run_check(event.value.strip())
 
     def run_check(self, path: str) -> None:
-        self.state.config.data.path = path
-        self._check_in_thread(path, self.state.config.data.ctx_len, self.state.config.data.micro_bsz)
+        data = self.state.config.data
+        if not data.sources:  # with several files, a checked file joins them by Add
+            data.path = path
+        self._check_in_thread(path, data.ctx_len, data.micro_bsz)
+
+    @on(Button.Pressed, "#add-source")
+    def _add_source(self) -> None:
+        """Train on the checked file too, `repeat` times."""
+        path = self.query_one("#data-path", Input).value.strip()
+        repeat = parse_repeat(self.query_one("#data-repeat", Input).value)
+        check = self.state.check
+        if repeat is None:
+            self.notify(f"repeat must be a whole number from 1 to {MAX_SOURCE_REPEAT:,}", severity="error")
+            return
+        if check is None or not path or Path(check.path) != Path(path) or not check.ok:
+            self.notify("check the file first (Enter in the path field) and fix its errors", severity="warning")
+            return
+        data = self.state.config.data
+        data.sources.append(DataSource(path, repeat))
+        data.path, data.data_type = "", "auto"
+        self.query_one("#data-path", Input).value = ""
+        self.query_one("#data-repeat", Input).value = "1"
+        self._show_sources()
 
     @work(thread=True, exclusive=True, group="data")
     def _check_in_thread(self, path: str, ctx_len: int, micro_bsz: int) -> None:
@@ -128,7 +200,7 @@ class DataScreen(WizardStep):
         from rwkv_tui.trainer.data.records import first_text
         from rwkv_tui.trainer.errors import RwkvTuiError
 
-        if not path.endswith(".jsonl"):
+        if not is_records_path(path):
             self.post_from_worker(binidx_or_failure(path))
             return
         worker = get_current_worker()
@@ -140,7 +212,7 @@ class DataScreen(WizardStep):
             self.post_from_worker(DataFailed(str(exc)))
             return
         sample = first_text(path)
-        self.post_from_worker(DataChecked(report, sample))
+        self.post_from_worker(DataChecked(report, sample, detected_format(path)))
 
     def on_data_progress(self, message: DataProgress) -> None:
         self.query_one("#check-progress", ProgressBar).update(total=message.total, progress=message.done)
@@ -157,15 +229,16 @@ class DataScreen(WizardStep):
     def on_data_checked(self, message: DataChecked) -> None:
         self.state.check = message.report
         self.state.config.data.data_type = "auto"
-        self._show_report(message.report, message.sample)
+        self._show_report(message.report, message.sample, message.detected)
 
-    def _show_report(self, report: CheckReport, sample: str | None) -> None:
+    def _show_report(self, report: CheckReport, sample: str | None, detected: str | None = None) -> None:
         stats = report.token_stats()
         errors = len(report.errors) + report.suppressed.get("error", 0)
         warnings = len(report.warnings) + report.suppressed.get("warning", 0)
         colour = "red" if errors else ("yellow" if warnings else "green")
         lines = [f"[{colour}]{errors} error(s), {warnings} warning(s)[/{colour}] · {report.samples:,} samples · "
-                 + ", ".join(f"{n} {f}" for f, n in sorted(report.formats.items()))]
+                 + ", ".join(f"{n} {f}" for f, n in sorted(report.formats.items()))
+                 + (f" · detected: {detected}" if detected else "")]
         if stats:
             lines.append(f"tokens: median {stats['median']:,}, p95 {stats['p95']:,}, max {stats['max']:,} · "
                          f"{report.over_ctx_len} over ctx_len {report.ctx_len} · {report.duplicates} duplicates · "
@@ -173,8 +246,9 @@ class DataScreen(WizardStep):
         self.query_one("#data-summary", Static).update("\n".join(lines))
         self.query_one("#length-histogram", Sparkline).data = histogram(report.token_counts)
         if sample:
-            self.query_one("#sample-preview", Static).update(Text.assemble(("preview (trained part underlined): ",
-                                                                            "dim"), preview_text(sample)))
+            loss_mask = self.state.config.data.loss_mask
+            self.query_one("#sample-preview", Static).update(Text.assemble(
+                ("preview as trained (learned part highlighted): ", "dim"), preview_text(sample, loss_mask)))
         log = self.query_one("#data-issues", RichLog)
         log.clear()
         for issue in report.issues:
@@ -190,16 +264,19 @@ class DataScreen(WizardStep):
             self.notify("check the data first (and fix its errors)", severity="warning")
             return
         data = self.state.config.data
-        self.prepare(data.path, data.ctx_len, sft_mask=data.loss_mask == "sft")
+        sources = data.all_sources()
+        self.prepare([(s.path, s.repeat) for s in sources], mix_prefix(sources), data.ctx_len,
+                     sft_mask=data.loss_mask == "sft")
 
     @work(thread=True, exclusive=True, group="data")
-    def prepare(self, path: str, ctx_len: int, sft_mask: bool) -> None:
+    def prepare(self, sources: list[tuple[str, int]], prefix: str, ctx_len: int, sft_mask: bool) -> None:
         from rwkv_tui.trainer.data.prepare import prepare_binidx
         from rwkv_tui.trainer.errors import RwkvTuiError
 
-        prefix = path.removesuffix(".jsonl")
+        # One file read once is passed as its path: the output is the single-file one, byte for byte.
+        source = sources[0][0] if len(sources) == 1 and sources[0][1] == 1 else sources
         try:
-            result = prepare_binidx(path, prefix, ctx_len=ctx_len, force=True, sft_mask=sft_mask,
+            result = prepare_binidx(source, prefix, ctx_len=ctx_len, force=True, sft_mask=sft_mask,
                                     progress=lambda phase, done, total, tokens: self.post_from_worker(
                                         DataProgress(done, total)))
         except RwkvTuiError as exc:
@@ -214,17 +291,30 @@ class DataScreen(WizardStep):
         """Train on the prepared files from now on."""
         result = message.result
         self.state.config.data.path = str(result.prefix)
+        self.state.config.data.sources = []  # they are in the prepared files now
         self.state.config.data.data_type = "binidx"
+        self._show_sources()
         self.notify(f"wrote {result.prefix}.bin/.idx ({result.tokens:,} tokens)")
 
     def can_leave(self) -> bool:
-        if not self.state.config.data.path:
+        data = self.state.config.data
+        if not data.all_sources():
             self.notify("choose the training data", severity="warning")
             return False
+        if data.sources:  # each was checked when added
+            return self._typed_path_is_added()
         if self.state.check is not None and not self.state.check.ok:
             self.notify("the data has errors: fix the lines listed below first", severity="error")
             return False
         if self.state.check is None and self.state.config.data.data_type != "binidx":
             self.notify("press Enter in the path field to check the data", severity="warning")
+            return False
+        return True
+
+    def _typed_path_is_added(self) -> bool:
+        """With several files, a path left in the field was probably meant to be added."""
+        typed = self.query_one("#data-path", Input).value.strip()
+        if typed and all(Path(s.path) != Path(typed) for s in self.state.config.data.sources):
+            self.notify(f"press Add to train on {typed} too, or clear the path field", severity="warning")
             return False
         return True
