@@ -137,15 +137,33 @@ def _conversation(record: dict, key: str, role_key: str, content_key: str,
                              f"make '{key}' a list of {{'{role_key}', '{content_key}'}} objects")
     turns = []
     for index, item in enumerate(items):
-        turn = _conversation_turn(item, f"{key}[{index}]", role_key, content_key, roles)
-        if isinstance(turn, FormatProblem):
-            return turn
-        if turn is not None:
-            turns.append(turn)
+        where = f"{key}[{index}]"
+        turn = _well_formed_turn(item, where, role_key, content_key, roles)
+        if turn is None:  # anything unusual: the careful path names the problem (or skips the turn)
+            turn = _conversation_turn(item, where, role_key, content_key, roles)
+            if isinstance(turn, FormatProblem):
+                return turn
+            if turn is None:
+                continue
+        turns.append(turn)
     if not turns:
         return FormatProblem("empty-conversation", f"{key} is an empty conversation",
                              "remove the record, or give it at least one user and one assistant turn")
     return Converted(TURN_SEPARATOR.join(f"{t.role}: {t.content}" for t in turns), _last_turn_warnings(turns))
+
+
+def _well_formed_turn(item: object, where: str, role_key: str, content_key: str,
+                      roles: dict[str, str]) -> _Turn | None:
+    """The common case, checked cheaply (conversion runs once per turn of every record): a dict
+    with a known string role and non-empty string content; None for anything else."""
+    if type(item) is not dict:
+        return None
+    role, content = item.get(role_key), item.get(content_key)
+    if type(role) is not str or type(content) is not str or role not in roles:
+        return None
+    world_role = roles[role]
+    cleaned = clean_answer(content) if world_role == "Assistant" else clean(content)
+    return _Turn(world_role, cleaned, where) if cleaned else None
 
 
 def _conversation_turn(item: object, where: str, role_key: str, content_key: str,
