@@ -158,6 +158,7 @@ def run_prepare(args) -> int:
 
 def run_convert(args) -> int:
     from rwkv_tui.trainer.atomic import atomic_output
+    from rwkv_tui.trainer.data.records import detected_format
 
     out = Path(args.out)
     _check_convert_paths(args.files, out, args.force)
@@ -197,12 +198,6 @@ def _write_texts(path: str, handle) -> int:
     return count
 
 
-def detected_format(path: str) -> str | None:
-    """The record format the reader detects in `path` ("OpenAI messages", …), where it can say."""
-    try:
-        from rwkv_tui.trainer.data.records import detect_format
-    except ImportError:  # a reader without format detection
-        return None
     try:
         return detect_format(path)
     except (OSError, ValueError):

@@ -579,6 +579,15 @@ def first_text(path: str | Path) -> str | None:
         return None
 
 
+def detected_format(path: str | Path) -> str | None:
+    """`detect_format` for a summary line: None where the file cannot be read (the check that
+    runs beside it reports why)."""
+    try:
+        return detect_format(path)
+    except (OSError, ValueError):
+        return None
+
+
 def detect_format(path: str | Path, max_records: int = 1000) -> str:
     """The record format of a file, from its first `max_records` records: one name such as
     "OpenAI messages" (formats.MESSAGES), "mixed: OpenAI messages, Alpaca", or "none" when no

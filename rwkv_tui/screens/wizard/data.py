@@ -122,12 +122,6 @@ def binidx_or_failure(path: str) -> BinidxChosen | DataFailed:
     return DataFailed(f"{path}: no .jsonl file, other record file or .bin/.idx pair there")
 
 
-def detected_format(path: str) -> str | None:
-    """The reader's name for the file's record format, where the reader can tell."""
-    try:
-        from rwkv_tui.trainer.data.records import detect_format
-    except ImportError:  # a reader without format detection
-        return None
     try:
         return detect_format(path)
     except (OSError, ValueError):
@@ -197,7 +191,7 @@ class DataScreen(WizardStep):
     @work(thread=True, exclusive=True, group="data")
     def _check_in_thread(self, path: str, ctx_len: int, micro_bsz: int) -> None:
         from rwkv_tui.trainer.data.check import check_jsonl
-        from rwkv_tui.trainer.data.records import first_text
+        from rwkv_tui.trainer.data.records import detected_format, first_text
         from rwkv_tui.trainer.errors import RwkvTuiError
 
         if not is_records_path(path):
