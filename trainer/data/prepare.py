@@ -14,6 +14,7 @@ an existing output is never overwritten without `force`; an optional SFT mask si
 
 from __future__ import annotations
 
+import mmap
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -210,6 +211,7 @@ def prepare_binidx(
                     index = _gather_index(starts[batch], doc_sizes[batch])
                     writer.add_many(tokens[index], doc_sizes[batch], masks[index] if masks is not None else None)
                     written += len(index)
+                    _release_pages(tokens, masks)
                 if progress:
                     progress("write", r + 1, repeat, written)
         del tokens, masks
@@ -257,6 +259,16 @@ def _one_copy(sources: list[SourceFile], documents: list[int]) -> np.ndarray:
     firsts = np.concatenate([[0], np.cumsum(documents)[:-1]]).astype(np.int64)
     return np.concatenate([np.tile(np.arange(first, first + count), item.repeat)
                            for item, first, count in zip(sources, firsts, documents)])
+
+
+def _release_pages(*mapped) -> None:
+    """Drop the staging files' pages from this process once a batch is written. The shuffled
+    gather touches the whole file; the pages stay in the page cache, but without this they
+    would count as this process's memory (RSS) until the end, growing with the input."""
+    for array in mapped:
+        handle = getattr(array, "_mmap", None)
+        if handle is not None and hasattr(mmap, "MADV_DONTNEED"):
+            handle.madvise(mmap.MADV_DONTNEED)
 
 
 def _tokenize_to_staging(jobs: list[_SpanJob], sft_mask: bool, workers: int, stage: Path, progress):
