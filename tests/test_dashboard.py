@@ -82,7 +82,7 @@ async def test_live_run_updates_and_crash_is_detected(tmp_path):
     folder = RunFolder.at(tmp_path / "live").create()
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        write_pid_file(folder.pid_file, child.pid)
+        write_pid_file(folder.pid_file, child.pid, child.args)  # the command run, as the launcher records it
         folder.write_status(state="running")
         writer = EventWriter(folder)
         writer.emit("start", step=0, total_steps=10, epoch_steps=10, model="m", method="state", device="cpu")
@@ -112,7 +112,7 @@ async def test_stop_sends_sigint_after_confirmation(tmp_path):
     try:
         assert child.stdout.readline().strip() == "ready"
         folder = finished_run(tmp_path / "run", steps=3)
-        write_pid_file(folder.pid_file, child.pid)
+        write_pid_file(folder.pid_file, child.pid, child.args)  # the command run, as the launcher records it
         app = RwkvTuiApp(attach=folder.path, runs_root=tmp_path)
         async with app.run_test(size=(80, 24)) as pilot:
             await pilot.press("s")

@@ -179,7 +179,7 @@ async def test_export_shows_in_the_footer_only_once_the_run_has_ended(tmp_path):
     folder = RunFolder.at(tmp_path / "live").create()
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        write_pid_file(folder.pid_file, child.pid)
+        write_pid_file(folder.pid_file, child.pid, child.args)  # the command run, as the launcher records it
         folder.write_status(state="running")
         writer = EventWriter(folder)
         writer.emit("start", step=0, total_steps=2, epoch_steps=2, model=RWKV7, method="lora", device="cpu")

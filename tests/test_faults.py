@@ -322,7 +322,7 @@ def test_sigint_to_a_foreign_process_is_impossible_after_the_trainer_exits(tmp_p
     folder = RunFolder.at(tmp_path / "run").create()
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        write_pid_file(folder.pid_file, child.pid)
+        write_pid_file(folder.pid_file, child.pid, child.args)  # the command run, as the launcher records it
         assert folder.trainer_pid() == child.pid  # recorded identity matches: a launched trainer
         child.send_signal(signal.SIGKILL)
         child.wait()
