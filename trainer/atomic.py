@@ -40,6 +40,26 @@ def atomic_output(path: str | Path, mode: str = "wb") -> Iterator:
         raise
 
 
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """`atomic_output` for writers that take a file name (gguf's): a temporary path next to
+    `path`, fsynced and renamed over it only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    _default_permissions(fd)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        fsync_file(tmp)
+        os.replace(tmp, path)
+        fsync_directory(path.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     with atomic_output(path, "w") as handle:
         handle.write(text)
@@ -48,6 +68,11 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     with atomic_output(path, "wb") as handle:
         handle.write(data)
+
+
+def fsync_file(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
 
 
 def fsync_directory(directory: Path) -> None:
@@ -96,9 +121,13 @@ def atomic_outputs(paths: list[str | Path], mode: str = "wb") -> Iterator[list]:
 
 def _default_permissions(fd: int) -> None:
     """mkstemp creates 0600 files; outputs get the usual 0666 minus the umask, like open() gives."""
-    umask = os.umask(0)
+    os.fchmod(fd, 0o666 & ~current_umask())
+
+
+def current_umask() -> int:
+    umask = os.umask(0)  # the only way to read it is to set it
     os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)
+    return umask
 
 
 def open_nofollow(path: str | Path, flags: int, mode: int = 0o666) -> int:
@@ -123,8 +152,12 @@ class DiskSpace:
 
 
 def disk_space(directory: str | Path) -> DiskSpace:
-    """Free bytes (for this user: statvfs's f_bavail) on the filesystem holding `directory`."""
-    return DiskSpace(free_bytes=shutil.disk_usage(directory).free, mount=mount_point(directory))
+    """Free bytes (for this user: statvfs's f_bavail) on the filesystem that holds, or will hold,
+    `directory`: a folder not made yet is measured at its nearest existing parent."""
+    existing = Path(os.path.realpath(directory))
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    return DiskSpace(free_bytes=shutil.disk_usage(existing).free, mount=mount_point(existing))
 
 
 def mount_point(path: str | Path) -> Path:
@@ -135,11 +168,11 @@ def mount_point(path: str | Path) -> Path:
 
 
 def disk_full_message(path: str | Path, needed_bytes: int, space: DiskSpace) -> str:
-    return (f"disk full while writing {path}: {_megabytes(needed_bytes)} MB needed, "
-            f"{_megabytes(space.free_bytes)} MB free on {space.mount}; the previous checkpoint is intact")
+    return (f"disk full while writing {path}: {megabytes(needed_bytes)} MB needed, "
+            f"{megabytes(space.free_bytes)} MB free on {space.mount}; the previous checkpoint is intact")
 
 
-def _megabytes(n: int) -> int:
+def megabytes(n: int) -> int:
     return -(-n // 1_000_000)  # rounded up: "0 MB needed" would read as a bug
 
 

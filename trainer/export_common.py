@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from rwkv_tui.trainer.atomic import TEMP_SUFFIX, disk_space, fsync_directory
+from rwkv_tui.trainer.atomic import TEMP_SUFFIX, current_umask, disk_space, fsync_directory, fsync_file, megabytes
 from rwkv_tui.trainer.checkpoint import infer_spec, load_state_dict
 from rwkv_tui.trainer.errors import CheckpointError, ConfigError
 from rwkv_tui.trainer.spec import ModelSpec
@@ -112,25 +112,13 @@ def ensure_output_free(out: Path, force: bool, folder: bool = False) -> None:
 
 def ensure_free_space(out: Path, needed_bytes: int) -> None:
     """Refuse before writing anything when the destination's disk cannot hold the output."""
-    folder = _existing_parent(out)
-    space = disk_space(folder)
+    space = disk_space(out.parent)
     needed = needed_bytes + SPACE_MARGIN_BYTES
     if space.free_bytes < needed:
         raise CheckpointError(
-            f"not enough disk space: about {_megabytes(needed)} MB needed, {_megabytes(space.free_bytes)} MB "
+            f"not enough disk space: about {megabytes(needed)} MB needed, {megabytes(space.free_bytes)} MB "
             f"free on {space.mount}", path=out,
             hint="free some space or write the export to another disk")
-
-
-def _existing_parent(path: Path) -> Path:
-    path = path.resolve().parent
-    while not path.exists():
-        path = path.parent
-    return path
-
-
-def _megabytes(n: int) -> int:
-    return -(-n // 1_000_000)
 
 
 def tensor_bytes(tensors: dict[str, torch.Tensor], bytes_per_element: float) -> int:
@@ -146,34 +134,16 @@ def parse_outtype(outtype: str, allowed: dict, target: str):
 
 
 @contextlib.contextmanager
-def atomic_output_file(out: Path, force: bool) -> Iterator[Path]:
-    """A temporary path next to `out`; renamed over `out` only when the block succeeds."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=TEMP_SUFFIX, dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would make the export private
-    try:
-        yield tmp
-        _fsync_file(tmp)
-        os.replace(tmp, out)
-        fsync_directory(out.parent)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-@contextlib.contextmanager
 def atomic_output_dir(out: Path, force: bool) -> Iterator[Path]:
     """A temporary folder next to `out`; it becomes `out` only when the block succeeds. With
     `force`, an existing `out` is replaced (moved aside first, removed after the rename)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=TEMP_SUFFIX, dir=out.parent))
-    os.chmod(tmp, 0o777 & ~_umask())
+    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp's 0700 would make the export private
     try:
         yield tmp
         for file in tmp.iterdir():
-            _fsync_file(file)
+            fsync_file(file)
         _replace_dir(tmp, out, force)
         fsync_directory(out.parent)
     except BaseException:
@@ -190,14 +160,3 @@ def _replace_dir(tmp: Path, out: Path, force: bool) -> None:
     os.replace(out, old / out.name)
     os.replace(tmp, out)
     shutil.rmtree(old, ignore_errors=True)
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
-
-
-def _umask() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask

@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rwkv_tui.trainer.atomic import atomic_path
 from rwkv_tui.trainer.errors import CheckpointError, RwkvTuiError
 from rwkv_tui.trainer.export_common import (
     ExportSource,
     Progress,
-    atomic_output_file,
     ensure_free_space,
     ensure_output_free,
     load_export_source,
@@ -209,7 +209,7 @@ def write_gguf_file(source: ExportSource, out: Path, outtype: str = "f16", force
     ensure_output_free(out, force)
     ensure_free_space(out, tensor_bytes(source.tensors, _BYTES_PER_VALUE[outtype]))
     tensors = gguf_tensors(source.tensors, source.spec)
-    with atomic_output_file(out, force) as tmp:
+    with atomic_path(out) as tmp:
         writer = gguf.GGUFWriter(path=str(tmp), arch=ARCH)
         write_metadata(writer, source.spec, outtype, out.stem)
         for done, tensor in enumerate(tensors, 1):

@@ -83,10 +83,7 @@ def check_free_space(folder: Path, needed_bytes: int | None) -> None:
     """Refuse to start a download the disk cannot hold."""
     if not needed_bytes:
         return
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    space = disk_space(existing)
+    space = disk_space(folder)
     if space.free_bytes < needed_bytes + SPACE_MARGIN_BYTES:
         raise DownloadError(
             f"not enough disk space: the download needs {_gb(needed_bytes)} GB, "
