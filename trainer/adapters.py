@@ -66,6 +66,16 @@ def load_adapter_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[s
     return tensors, metadata
 
 
+def is_state_file(tensors) -> bool:
+    """Only `blocks.N.att.time_state` tensors: a state-tuning output, not a model or adapter."""
+    return bool(tensors) and all(k.endswith(_STATE_SUFFIX) for k in tensors)
+
+
+def is_adapter_file(tensors) -> bool:
+    """Our metadata or low-rank tensors (lora_A, MiSS's disha): an adapter, not a model."""
+    return METADATA_KEY in tensors or any(k.endswith((".lora_A", ".disha")) for k in tensors)
+
+
 def detect_method(tensors: dict[str, torch.Tensor], path=None) -> str:
     keys = tensors.keys()
     if any(k.endswith(".pissa_init_A") for k in keys):
@@ -74,7 +84,7 @@ def detect_method(tensors: dict[str, torch.Tensor], path=None) -> str:
         return "lora"
     if any(k.endswith(".disha") for k in keys):
         return "miss"
-    if keys and all(k.endswith(".att.time_state") for k in keys):
+    if is_state_file(tensors):
         return "state"
     raise CheckpointError("not an adapter or state file: no lora_A, disha or time_state tensors found",
                           path=path, hint="give the adapter .pth a run wrote (checkpoints/*-lora.pth, …)")

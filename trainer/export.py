@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from rwkv_tui.trainer.adapters import is_adapter_file, is_state_file
 from rwkv_tui.trainer.atomic import atomic_output, disk_full_message, disk_space
 from rwkv_tui.trainer.checkpoint import infer_spec, load_state_dict
 from rwkv_tui.trainer.errors import CheckpointError
@@ -33,7 +34,6 @@ AI00_RENAMES = (("time_faaaa", "time_first"), ("time_maa", "time_mix"))
 AI00_TRANSPOSED = ("time_mix_w1", "time_mix_w2", "time_decay_w1", "time_decay_w2",
                    "w1", "w2", "a1", "a2", "g1", "g2", "v1", "v2", "time_state")
 FP16_MAX = 65504.0
-_STATE_SUFFIX = ".att.time_state"
 _SAFETENSORS_DTYPES = {torch.float16: "F16", torch.bfloat16: "BF16", torch.float32: "F32", torch.int64: "I64",
                        torch.int32: "I32", torch.uint8: "U8", torch.bool: "BOOL"}
 
@@ -77,10 +77,6 @@ def ai00_tensors(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return {name: pending.make() for name, pending in (ai00_pending(k, v) for k, v in tensors.items())}
 
 
-def is_state_file(tensors: Mapping[str, torch.Tensor]) -> bool:
-    return bool(tensors) and all(k.endswith(_STATE_SUFFIX) for k in tensors)
-
-
 def export_ai00(source: str | Path, out: str | Path) -> Path:
     """Convert a model (RWKV-7/6/5) or a state `.pth` into the `.st` file Ai00 loads."""
     tensors = load_state_dict(source)
@@ -94,9 +90,7 @@ def export_ai00(source: str | Path, out: str | Path) -> Path:
 
 
 def _refuse_adapter(tensors: Mapping[str, torch.Tensor], source) -> None:
-    from rwkv_tui.trainer.adapters import METADATA_KEY
-
-    if METADATA_KEY in tensors or any(k.endswith((".lora_A", ".disha")) for k in tensors):
+    if is_adapter_file(tensors):
         raise CheckpointError("this is an adapter, which Ai00 does not load", path=source,
                               hint="merge it first: rwkv-tui merge BASE.pth ADAPTER merged.pth")
 

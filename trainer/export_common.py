@@ -58,10 +58,9 @@ def load_export_source(source: str | Path, adapter: str | Path | None = None,
 
 
 def _refuse_adapter_as_model(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    from rwkv_tui.trainer.adapters import METADATA_KEY
+    from rwkv_tui.trainer.adapters import is_adapter_file, is_state_file
 
-    is_state = bool(tensors) and all(k.endswith(".att.time_state") for k in tensors)
-    if METADATA_KEY in tensors or is_state or any(k.endswith((".lora_A", ".disha")) for k in tensors):
+    if is_adapter_file(tensors) or is_state_file(tensors):
         raise CheckpointError("this is an adapter or state file, not a model", path=path,
                               hint="give the base model first and the file with --adapter: "
                                    "rwkv-tui export BASE.pth --adapter ADAPTER ...")
