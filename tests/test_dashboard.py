@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -77,15 +78,25 @@ async def test_finished_run_shows_full_history(tmp_path):
         assert screen.view.memory_label == "RAM peak"
 
 
-@pytest.mark.asyncio
-async def test_live_run_updates_and_crash_is_detected(tmp_path):
-    folder = RunFolder.at(tmp_path / "live").create()
+@contextlib.contextmanager
+def live_run(path, **start):
+    """A run folder whose trainer is a live stand-in process: (folder, event writer, process)."""
+    folder = RunFolder.at(path).create()
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         write_pid_file(folder.pid_file, child.pid, child.args)  # the command run, as the launcher records it
         folder.write_status(state="running")
         writer = EventWriter(folder)
-        writer.emit("start", step=0, total_steps=10, epoch_steps=10, model="m", method="state", device="cpu")
+        writer.emit("start", step=0, epoch_steps=start["total_steps"], device="cpu", **start)
+        yield folder, writer, child
+        writer.close()
+    finally:
+        child.kill()
+
+
+@pytest.mark.asyncio
+async def test_live_run_updates_and_crash_is_detected(tmp_path):
+    with live_run(tmp_path / "live", total_steps=10, model="m", method="state") as (folder, writer, child):
         app = RwkvTuiApp(attach=folder.path, runs_root=tmp_path)
         async with app.run_test(size=(80, 24)) as pilot:
             screen = app.screen
@@ -97,9 +108,6 @@ async def test_live_run_updates_and_crash_is_detected(tmp_path):
             child.wait()
             await wait_for(pilot, lambda: screen.view.state == "crashed")
             assert any("gone" in line for _, line in screen.view.log)
-        writer.close()
-    finally:
-        child.kill()
 
 
 @pytest.mark.asyncio

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import wait_for
-from test_dashboard import T0, write_events
+from test_dashboard import T0, live_run, write_events
 
 from rwkv_tui.app import RwkvTuiApp
 from rwkv_tui.run_view import RunView
@@ -22,7 +21,7 @@ from rwkv_tui.screens.export import (ExportScreen, RunOutputs, build_argv, defau
                                      read_run_outputs, stream_lines, targets_for, version_of)
 from rwkv_tui.trainer.config import RunConfig, save_config
 from rwkv_tui.trainer.errors import RwkvTuiError
-from rwkv_tui.trainer.training.folder import EventWriter, RunFolder, write_pid_file
+from rwkv_tui.trainer.training.folder import RunFolder
 
 RWKV7 = "RWKV-7 1.2M (L2 C64)"
 RWKV6 = "RWKV-6 1.2M (L2 C64)"
@@ -176,13 +175,7 @@ def test_the_outputs_come_from_the_run_folder(tmp_path):
 
 @pytest.mark.asyncio
 async def test_export_shows_in_the_footer_only_once_the_run_has_ended(tmp_path):
-    folder = RunFolder.at(tmp_path / "live").create()
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    try:
-        write_pid_file(folder.pid_file, child.pid, child.args)  # the command run, as the launcher records it
-        folder.write_status(state="running")
-        writer = EventWriter(folder)
-        writer.emit("start", step=0, total_steps=2, epoch_steps=2, model=RWKV7, method="lora", device="cpu")
+    with live_run(tmp_path / "live", total_steps=2, model=RWKV7, method="lora") as (folder, writer, _):
         app = RwkvTuiApp(attach=folder.path, runs_root=tmp_path)
         async with app.run_test(size=(100, 30)) as pilot:
             screen = app.screen
@@ -195,9 +188,6 @@ async def test_export_shows_in_the_footer_only_once_the_run_has_ended(tmp_path):
             await wait_for(pilot, lambda: screen.view.state == "done")
             await pilot.pause()
             assert "e" in footer_keys(screen)
-        writer.close()
-    finally:
-        child.kill()
 
 
 @pytest.mark.asyncio
