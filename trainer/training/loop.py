@@ -375,7 +375,8 @@ def accumulate_gradients(fabric, model, batches, accumulate: int,
             logits, _ = model(batch["input_ids"])
             loss = masked_cross_entropy(logits, batch["targets"], batch["loss_mask"])
             fabric.backward(loss / accumulate)
-        # A running sum on the device: nothing grows with `accumulate`, and no sync per micro batch.
+        # A running sum on the device: nothing grows with `accumulate`; the loss is read once per
+        # step (on one process `should_stop` reads a host flag; with several it is a collective).
         loss_sum = loss.detach() + loss_sum.to(loss.device)
     return loss_sum.item() / accumulate  # CPU–GPU sync: once every micro batch is queued
 

@@ -89,5 +89,7 @@ def stop_agreed(stop: StopRequest, fabric) -> bool:
     import torch
 
     flag = torch.tensor([float(stop.requested)], device=fabric.device)
-    # A collective and a CPU–GPU sync once per step: tiny next to the gradients' all-reduce.
+    # A collective and a CPU–GPU sync, asked before every micro batch (a stop waits one micro
+    # batch at most): one float, small next to the gradients' all-reduce, but it does stall the
+    # queue between micro batches on multi-GPU runs.
     return bool(fabric.all_reduce(flag, reduce_op="max").item())
