@@ -33,6 +33,7 @@ class RunView:
     problems: int = 0
     title: str = ""
     model_name: str = ""  # the model's display name, e.g. "RWKV-7 0.1B (L12 C768)"
+    model_version: str = ""  # x070 / x060 / x052, from the start event ("" from runs older than that field)
     outputs: list[str] = field(default_factory=list)  # what the run left when it ended (merged model included)
     wkv_op: str | None = None
     done_reason: str | None = None
@@ -58,6 +59,7 @@ class RunView:
         self.epoch_steps = _count(e, "epoch_steps")
         self.step = _count(e, "step") or self.step
         self.model_name = str(e.get("model", ""))
+        self.model_version = str(e.get("version", ""))
         self.title = f"{e.get('model', '')} · {e.get('method', '')} · {e.get('device', '')}"
         verb = "resumed" if e.get("resumed") else "started"
         self._log("cyan", f"{verb} at step {self.step}/{self.total_steps}: {self.title}")

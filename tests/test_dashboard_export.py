@@ -170,6 +170,17 @@ def test_the_outputs_come_from_the_run_folder(tmp_path):
         read_run_outputs(folder, view)
 
 
+def test_the_start_events_version_decides_over_the_display_name(tmp_path):
+    folder = ended_run(tmp_path / "run", model="a community fine-tune")  # a name that says nothing
+    view = RunView()
+    for line in folder.events.read_text().splitlines():
+        view.apply(json.loads(line))
+    assert read_run_outputs(folder, view).version is None  # an older run: nothing to go by
+    view.apply({"t": T0, "kind": "start", "step": 0, "total_steps": 2, "model": "a community fine-tune",
+                "version": "x060", "method": "lora", "device": "cpu"})
+    assert read_run_outputs(folder, view).version == "x060"
+
+
 # --- the dashboard and the dialog ------------------------------------------------------------------------
 
 

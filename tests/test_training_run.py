@@ -218,3 +218,4 @@ def test_rwkv6_and_rwkv5_runs_train_and_resume(workspace, tmp_path, version, met
     assert result.outputs and all(p.exists() for p in result.outputs)
     start = next(e for e in read_all_events(RunFolder.at(tmp_path / "run")) if e["kind"] == "start")
     assert start["model"].startswith({"x060": "RWKV-6", "x052": "RWKV-5"}[version])
+    assert start["version"] == version  # what the dashboard's Export reads

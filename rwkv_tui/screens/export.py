@@ -37,7 +37,8 @@ CLI: tuple[str, ...] = (sys.executable, "-m", "rwkv_tui")
 OUTTYPES = ("f32", "f16", "bf16", "q8_0")
 DEFAULT_OUTTYPE = "f16"
 EXPORT_DIR = "export"
-# Reverse of ModelSpec.display_name's generation names: the run's start event carries the display name.
+# Reverse of ModelSpec.display_name's generation names, for runs whose start event predates its
+# `version` field and carries only the display name.
 _GENERATIONS = {"RWKV-7": "x070", "RWKV-6": "x060", "RWKV-5": "x052"}
 _PERCENT = re.compile(r"(\d{1,3}(?:\.\d+)?)\s*%")
 _COUNT = re.compile(r"\b(\d+)\s*/\s*(\d+)\b")
@@ -91,7 +92,7 @@ def read_run_outputs(folder: RunFolder, view: RunView) -> RunOutputs:
     files = [p for p in dict.fromkeys(view.checkpoints + view.outputs) if p.endswith(".pth")]
     trained = [p for p in files if Path(p).name != MERGED_FILE]
     return RunOutputs(run_dir=folder.path, base_model=config.model.path, method=config.method.name,
-                      version=version_of(view.model_name), newest=trained[-1] if trained else None,
+                      version=view.model_version or version_of(view.model_name), newest=trained[-1] if trained else None,
                       merged=_existing_merged(folder.path, files))
 
 

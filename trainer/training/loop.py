@@ -306,8 +306,8 @@ def _batches(config, spec, fabric, start_step: int, cache_dir: Path) -> Iterator
 def _announce_start(ctx: RunContext, training: Training, *, resumed: bool) -> None:
     hw = ctx.config.hardware
     ctx.log.emit("start", step=ctx.step, total_steps=ctx.total_steps, epoch_steps=ctx.config.epochs.epoch_steps,
-                 model=ctx.spec.display_name, method=ctx.config.method.name, trainable_params=training.trainable,
-                 total_params=training.total, tokens_per_step=ctx.tokens_per_step, device=str(ctx.fabric.device),
+                 model=ctx.spec.display_name, version=ctx.spec.version, method=ctx.config.method.name,
+                 trainable_params=training.trainable, total_params=training.total, tokens_per_step=ctx.tokens_per_step, device=str(ctx.fabric.device),
                  precision=hw.precision, strategy=hw.strategy, resumed=resumed)
     ctx.log.status(state="running", step=ctx.step, total_steps=ctx.total_steps)
 
