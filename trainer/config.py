@@ -38,6 +38,7 @@ PRECISIONS = ("bf16", "fp16", "fp32", "tf32")
 DTYPE_NAMES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 STRATEGIES = ("auto", "ddp", "deepspeed_stage_1", "deepspeed_stage_2", "deepspeed_stage_2_offload",
               "deepspeed_stage_3", "deepspeed_stage_3_offload")
+TRACKERS = ("tensorboard", "swanlab", "mlflow", "wandb")
 OPS = ("auto", "torch", "cuda", "triton", "triton_chunked", "fla")
 # The GPU kernels' head sizes (kernels/wkv7_cuda.py, wkv7_triton.py, chunk_state_pass.py; a test keeps them equal),
 # here so that checking a config never imports torch.
@@ -129,6 +130,11 @@ class DataConfig:
                            "training; empty: none, or see val_fraction.")
     val_fraction: float = _f(0.0, "Hold out this share of the training documents for validation (whole "
                                   "documents, before repeats, chosen by the seed; e.g. 0.05). 0: none.")
+    val_every: int = _f(100, "Evaluate the validation data every N optimizer steps (and at step 0 and the end), "
+                             "when val_path or val_fraction is set.")
+    chunk_ctx: int = _f(0, "Infctx: train each ctx_len sample as consecutive chunks of this many tokens, "
+                           "carrying the RNN state (with its gradients) from chunk to chunk, so memory follows "
+                           "chunk_ctx, not ctx_len. ctx_len must be a multiple of it. 0: off.")
 
     def all_sources(self) -> list[DataSource]:
         """Every training file with its repeat: data.path's (once each), then [[data.sources]]."""
@@ -185,6 +191,17 @@ class OutputConfig:
     proj_dir: str = _f(DEFAULT_RUNS_ROOT, "Folder that holds run folders.")
     seed: int = _f(42, "Random seed (data order, adapters' initialisation, LISA's layers).")
     wandb: str = _f("", "Weights & Biases project name; empty turns it off.")
+    trackers: list[str] = _f([], "Experiment trackers that also receive the losses: tensorboard (offline "
+                                 "event files), swanlab (local mode), mlflow (a file store in the run "
+                                 "folder), wandb (project from output.wandb). Each is an optional extra.",
+                             TRACKERS)
+    save_every_steps: int = _f(0, "Also save a checkpoint every N optimizer steps (0: only per epoch).")
+    keep_last: int = _f(0, "Keep only the N newest step/epoch checkpoints (0 keeps all).")
+    keep_best: bool = _f(False, "Keep best-<method>.pth, the weights with the lowest validation loss.")
+    sample_prompts: list[str] = _f([], "Prompts answered with the run's weights while it trains (fixed "
+                                       "seed), to see what it learns.")
+    sample_every: int = _f(100, "Generate the sample_prompts' answers every N optimizer steps (and at step 0 "
+                                "and the end).")
     save_dtype: str = _f("bf16", "dtype of saved models and adapters.", tuple(DTYPE_NAMES))
 
 

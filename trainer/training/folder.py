@@ -43,7 +43,8 @@ from typing import Any
 from rwkv_tui.trainer.atomic import atomic_write_text, open_nofollow, remove_stale_temporaries
 from rwkv_tui.trainer.errors import RwkvTuiError
 
-EVENT_KINDS = ("start", "step", "epoch", "checkpoint", "warning", "error", "done", "info")
+EVENT_KINDS = ("start", "step", "epoch", "checkpoint", "warning", "error", "done", "info", "val", "sample",
+               "best", "loading")
 RUN_STATES = ("starting", "running", "stopping", "done", "failed", "stopped")
 # The folder holding run folders when nothing else is said (output.proj_dir's default, the
 # commands' --root, the runs screen).
