@@ -1,11 +1,14 @@
 """Peak memory and time of building a training dataset straight from a jsonl (what a run with
 `data.path = X.jsonl` does before its first step), on a generated chat-style jsonl.
 
-The dataset is built in a fresh child process, so its peak RSS (children included: the
-tokenizing workers) is that of the data path alone, and the cache starts empty. The cache
-goes to a fresh folder (the trainer's `cache_dir`), so every run tokenizes.
+The dataset is built in a fresh child process, so its memory (children included: the
+tokenizing workers) is that of the data path alone, and the cache starts empty. Reported: each
+process's own peak RSS (ru_maxrss: the child, and the largest of its workers) and the whole
+tree's peak PSS, sampled (`bench.dataprep.TreeMemory`: pages the workers share with it, such as
+the World tokenizer, counted once). The cache goes to a fresh folder (the trainer's
+`cache_dir`), so every run tokenizes.
 
-    python -m bench.jsonl_rss [--mb 300] [--workers N]
+    python -m bench.jsonl_rss [--mb 300]
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.dataprep import WORK, make_jsonl  # noqa: E402
+from bench.dataprep import WORK, TreeMemory, make_jsonl  # noqa: E402
 
 _CHILD = """
 import inspect, json, resource, sys, time
@@ -39,9 +42,13 @@ print(json.dumps({"samples": len(dataset), "seconds": round(seconds, 1), "peak_r
 
 def measure(source: Path) -> dict:
     with tempfile.TemporaryDirectory(prefix="rwkv-jsonl-rss-") as cache_dir:
-        done = subprocess.run([sys.executable, "-c", _CHILD, str(source), cache_dir], check=True,
-                              capture_output=True, text=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+        child = subprocess.Popen([sys.executable, "-c", _CHILD, str(source), cache_dir], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        with TreeMemory(child.pid) as memory:
+            stdout, stderr = child.communicate()
+    if child.returncode:
+        raise RuntimeError(f"building the dataset failed:\n{stderr[-3000:]}")
+    return {**json.loads(stdout.strip().splitlines()[-1]), **memory.peaks()}
 
 
 def main() -> None:

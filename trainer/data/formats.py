@@ -95,6 +95,25 @@ def convert(record: dict, fmt: str) -> Converted | FormatProblem:
     return _CONVERTERS[fmt](record)
 
 
+def quick_convert(record: dict) -> tuple[str, str] | None:
+    """(format, World text) of a non-text record in the common, well-formed case, without
+    building `Converted` or any problem: the readers call it for every record of a big file.
+    None for anything else (a pair format too): `convert` then gives the text or names the
+    problem. Where both answer, the text is the same (tests compare them)."""
+    if "messages" in record:
+        items = record["messages"]
+        text = _plain_conversation(items, "role", "content", _MESSAGE_ROLES) if type(items) is list else None
+        return None if text is None else (MESSAGES, text)
+    if "conversations" in record:
+        items = record["conversations"]
+        text = _plain_conversation(items, "from", "value", _SHAREGPT_ROLES) if type(items) is list else None
+        return None if text is None else (SHAREGPT, text)
+    if "instruction" in record:
+        text = _plain_alpaca(record)
+        return None if text is None else (ALPACA, text)
+    return None
+
+
 def clean(content: str) -> str:
     """A turn's content the way the tutorials write it: LF only, no blank line, no outer whitespace."""
     if "\n" not in content:  # most turns: nothing to fold (a lone CR is kept either way)
@@ -135,35 +154,45 @@ def _conversation(record: dict, key: str, role_key: str, content_key: str,
     if not isinstance(items, list):
         return FormatProblem("field-type", f"{key} is a {_type_name(items)}, not a list",
                              f"make '{key}' a list of {{'{role_key}', '{content_key}'}} objects")
-    turns = []
+    text = _plain_conversation(items, role_key, content_key, roles)
+    if text is not None:
+        return Converted(text)
+    turns = []  # something unusual: turn by turn, naming the problem (or skipping an empty system turn)
     for index, item in enumerate(items):
-        where = f"{key}[{index}]"
-        turn = _well_formed_turn(item, where, role_key, content_key, roles)
-        if turn is None:  # anything unusual: the careful path names the problem (or skips the turn)
-            turn = _conversation_turn(item, where, role_key, content_key, roles)
-            if isinstance(turn, FormatProblem):
-                return turn
-            if turn is None:
-                continue
-        turns.append(turn)
+        turn = _conversation_turn(item, f"{key}[{index}]", role_key, content_key, roles)
+        if isinstance(turn, FormatProblem):
+            return turn
+        if turn is not None:
+            turns.append(turn)
     if not turns:
         return FormatProblem("empty-conversation", f"{key} is an empty conversation",
                              "remove the record, or give it at least one user and one assistant turn")
     return Converted(TURN_SEPARATOR.join(f"{t.role}: {t.content}" for t in turns), _last_turn_warnings(turns))
 
 
-def _well_formed_turn(item: object, where: str, role_key: str, content_key: str,
-                      roles: dict[str, str]) -> _Turn | None:
-    """The common case, checked cheaply (conversion runs once per turn of every record): a dict
-    with a known string role and non-empty string content; None for anything else."""
-    if type(item) is not dict:
-        return None
-    role, content = item.get(role_key), item.get(content_key)
-    if type(role) is not str or type(content) is not str or role not in roles:
-        return None
-    world_role = roles[role]
-    cleaned = clean_answer(content) if world_role == "Assistant" else clean(content)
-    return _Turn(world_role, cleaned, where) if cleaned else None
+def _plain_conversation(items: list, role_key: str, content_key: str, roles: dict[str, str]) -> str | None:
+    """The common case in one tight loop (it runs for every record of a big file): every turn a
+    dict with a known string role and non-empty string content, the assistant's last. None for
+    anything else, which the careful path converts or names; both give the same text."""
+    parts = []
+    role = None
+    for item in items:
+        if type(item) is not dict:
+            return None
+        name, content = item.get(role_key), item.get(content_key)
+        if type(name) is not str or type(content) is not str:
+            return None
+        role = roles.get(name)
+        if role is None:
+            return None
+        if "\n" in content or "<think>" in content:
+            content = clean_answer(content) if role == "Assistant" else clean(content)
+        else:
+            content = content.strip()
+        if not content:
+            return None
+        parts.append(f"{role}: {content}")
+    return TURN_SEPARATOR.join(parts) if role == "Assistant" else None
 
 
 def _conversation_turn(item: object, where: str, role_key: str, content_key: str,
@@ -219,6 +248,19 @@ def _alpaca(record: dict) -> Converted | FormatProblem:
         elif required:
             return FormatProblem("empty-turn", f"{key} is empty", "remove the record or fill it in")
     return Converted(TURN_SEPARATOR.join(parts))
+
+
+def _plain_alpaca(record: dict) -> str | None:
+    """`_alpaca`'s text when instruction and output are non-empty strings and input is a string
+    or absent; None otherwise."""
+    instruction, given, output = record.get("instruction"), record.get("input"), record.get("output")
+    if type(instruction) is not str or type(output) is not str or (given is not None and type(given) is not str):
+        return None
+    instruction, given, output = clean(instruction), clean(given) if given else "", clean(output)
+    if not instruction or not output:
+        return None
+    middle = f"Input: {given}{TURN_SEPARATOR}" if given else ""
+    return f"Instruction: {instruction}{TURN_SEPARATOR}{middle}Response: {output}"
 
 
 def _pair(first: str, second: str) -> Callable[[dict], Converted | FormatProblem]:

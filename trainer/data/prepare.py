@@ -14,7 +14,6 @@ an existing output is never overwritten without `force`; an optional SFT mask si
 
 from __future__ import annotations
 
-import mmap
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -34,7 +33,7 @@ from rwkv_tui.trainer.errors import DataError
 from rwkv_tui.trainer.world_tokenizer import get_tokenizer
 
 SPAN_LINES = 2048  # lines per worker job
-WRITE_BATCH_DOCS = 4096  # documents gathered per write: bounded memory, no per-document Python work
+WRITE_BATCH_DOCS = 4096  # documents gathered per write: bounded memory, few Python calls per document
 
 
 @dataclass
@@ -105,10 +104,55 @@ def _tokenize_span(job: _SpanJob) -> TokenizedDocuments | _BadLine:
         return _BadLine(exc.line, exc.message, exc.hint)
 
 
-def _gather_index(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """Token positions of the given documents, in order: concatenated aranges, vectorised."""
-    ends = np.cumsum(sizes)
-    return np.arange(int(ends[-1]) if len(ends) else 0) + np.repeat(starts - (ends - sizes), sizes)
+class _Staging:
+    """The staging files, read back by document with plain positioned reads.
+
+    Not a memmap: a shuffled gather through one faulted in a whole page-cache folio per document,
+    so one batch mapped most of the file, all of it counted as this process's memory (RSS: 165 MB
+    of a 300 MB input), and dropping the pages after each batch made the next one fault them in
+    again (more CPU than these reads). Read, the pages stay in the page cache, not in the process."""
+
+    def __init__(self, stage: Path, with_masks: bool) -> None:
+        self.tokens = open(stage / "tokens.u16", "rb", buffering=0)
+        self.masks = open(stage / "masks.u8", "rb", buffering=0) if with_masks else None
+
+    def __enter__(self) -> _Staging:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.tokens.close()
+        if self.masks is not None:
+            self.masks.close()
+
+    def documents(self, starts: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The tokens (and masks) of the documents at token offsets `starts`, back to back."""
+        runs = _runs(starts, sizes)
+        tokens = _read_runs(self.tokens, np.uint16, *runs)
+        return tokens, (_read_runs(self.masks, np.uint8, *runs) if self.masks is not None else None)
+
+
+def _runs(starts: np.ndarray, sizes: np.ndarray) -> tuple[list[int], list[int]]:
+    """(offsets, lengths) in tokens of the runs of documents that lie back to back in the staging
+    file: one read each (an unshuffled copy is a few long runs, a shuffled one a run per document)."""
+    if not len(sizes):
+        return [], []
+    firsts = np.concatenate([[0], np.flatnonzero(starts[1:] != starts[:-1] + sizes[:-1]) + 1])
+    return starts[firsts].tolist(), np.add.reduceat(sizes, firsts).tolist()
+
+
+def _read_runs(handle, dtype, offsets: list[int], lengths: list[int]) -> np.ndarray:
+    out = np.empty(sum(lengths), dtype)
+    view, item, position = memoryview(out).cast("B"), out.itemsize, 0
+    for offset, length in zip(offsets, lengths):
+        end = position + length * item
+        handle.seek(offset * item)
+        while position < end:  # a regular file reads whole, but a short read must not leave a gap
+            got = handle.readinto(view[position:end])
+            if not got:
+                raise DataError("a staging file ended early (was the disk full?)", path=handle.name,
+                                hint="free some disk space next to the output and run again")
+            position += got
+    return out
 
 
 @dataclass(frozen=True)
@@ -193,28 +237,24 @@ def prepare_binidx(
     prefix.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".rwkv-prepare-", dir=prefix.parent) as staging:
         stage = Path(staging)
-        doc_sizes, per_job, total = _tokenize_to_staging(jobs, sft_mask, workers, stage, progress)
+        doc_sizes, per_job, _ = _tokenize_to_staging(jobs, sft_mask, workers, stage, progress)
         documents = _documents_per_source(sources, jobs, per_job)
-        tokens = np.memmap(stage / "tokens.u16", dtype=np.uint16, mode="r") if total else np.zeros(0, np.uint16)
-        masks = (np.memmap(stage / "masks.u8", dtype=np.uint8, mode="r") if sft_mask and total else None)
         starts = np.concatenate([[0], np.cumsum(doc_sizes)[:-1]])
         copy = _one_copy(sources, documents)
         held_out = _held_out(sources, len(doc_sizes), val_fraction, seed)
         copy = copy[~held_out[copy]]  # before the repeats: a held-out document is in no copy
         n = len(copy)
         written = 0
-        with BinIdxWriter(prefix, with_mask=sft_mask) as writer:
+        with BinIdxWriter(prefix, with_mask=sft_mask) as writer, _Staging(stage, sft_mask) as staged:
             for r in range(repeat):
                 # An independent shuffle per repeat, as make_data.py does (seeded here).
                 order = copy[np.random.default_rng([seed, r]).permutation(n)] if shuffle else copy
                 for batch in np.array_split(order, max(1, n // WRITE_BATCH_DOCS)):
-                    index = _gather_index(starts[batch], doc_sizes[batch])
-                    writer.add_many(tokens[index], doc_sizes[batch], masks[index] if masks is not None else None)
-                    written += len(index)
-                    _release_pages(tokens, masks)
+                    tokens, masks = staged.documents(starts[batch], doc_sizes[batch])
+                    writer.add_many(tokens, doc_sizes[batch], masks)
+                    written += len(tokens)
                 if progress:
                     progress("write", r + 1, repeat, written)
-        del tokens, masks
         val_path = _write_held_out(sources, held_out, stage, prefix) if held_out.any() else None
     return PrepareResult(prefix, n * repeat, written, magic_prime(written, ctx_len), ctx_len,
                          int(held_out.sum()), val_path)
@@ -259,16 +299,6 @@ def _one_copy(sources: list[SourceFile], documents: list[int]) -> np.ndarray:
     firsts = np.concatenate([[0], np.cumsum(documents)[:-1]]).astype(np.int64)
     return np.concatenate([np.tile(np.arange(first, first + count), item.repeat)
                            for item, first, count in zip(sources, firsts, documents)])
-
-
-def _release_pages(*mapped) -> None:
-    """Drop the staging files' pages from this process once a batch is written. The shuffled
-    gather touches the whole file; the pages stay in the page cache, but without this they
-    would count as this process's memory (RSS) until the end, growing with the input."""
-    for array in mapped:
-        handle = getattr(array, "_mmap", None)
-        if handle is not None and hasattr(mmap, "MADV_DONTNEED"):
-            handle.madvise(mmap.MADV_DONTNEED)
 
 
 def _tokenize_to_staging(jobs: list[_SpanJob], sft_mask: bool, workers: int, stage: Path, progress):

@@ -541,6 +541,9 @@ def read_samples(path: str | Path, span: Span = Span()) -> Iterator[Sample]:
             continue
         if "text" in line.record:  # the common case, without building a RecordText
             text, fmt, warnings = _plain_text(line.record, line.source), formats.TEXT, line.warnings
+        elif (quick := formats.quick_convert(line.record)) is not None and not _SURROGATE.search(quick[1]):
+            yield Sample(line.line, line.end, quick[1], warnings=line.warnings, unit=line.unit, format=quick[0])
+            continue  # a well-formed conversation or Alpaca record: no RecordText, no problem objects
         else:
             converted = record_text(line.record, line.source)
             text, fmt, warnings = converted.text, converted.format, line.warnings + converted.warnings
