@@ -4,7 +4,8 @@
 the frozen weights (bf16, or int8/nf4 for the quantized linear maps), the trainable
 parameters with their fp32 master copies, gradients and Adam moments, the activations
 (with or without gradient checkpointing), the logits, the WKV kernel's state
-checkpoints, and an allocator margin. The constants in `CALIBRATION` are the knobs the
+checkpoints, and an allocator margin. With data.chunk_ctx (infctx) the activations, logits
+and kernel checkpoints are one chunk's, plus the states carried across chunk boundaries. The constants in `CALIBRATION` are the knobs the
 GPU benchmark tunes against measured peaks; the tests hold the estimate against the
 tutorials' VRAM tables.
 """
@@ -80,7 +81,9 @@ def estimate(spec: ModelSpec, config, n_gpus: int = 1, device: str = "cuda") -> 
     CPU run's RAM: the same parts without the CUDA context)."""
     k = CALIBRATION
     method, data, hw = config.method, config.data, config.hardware
-    tokens = data.ctx_len * data.micro_bsz
+    # Infctx (data.chunk_ctx): activations, logits and kernel checkpoints exist for one chunk at a time.
+    live_ctx = data.chunk_ctx if 0 < data.chunk_ctx < data.ctx_len else data.ctx_len
+    tokens = live_ctx * data.micro_bsz
     weight_bytes = 4.0 if hw.precision in ("fp32", "tf32") else 2.0
     trainable = trainable_parameter_count(spec, method)
     parts: dict[str, float] = {"CUDA context": k["cuda_context_bytes"] if device == "cuda" else 0.0}
@@ -110,11 +113,27 @@ def estimate(spec: ModelSpec, config, n_gpus: int = 1, device: str = "cuda") -> 
         activations = L * tokens * C * 2 * k["activation_factor_no_cp"]
     parts["activations"] = activations
     parts["logits"] = tokens * spec.vocab_size * k["logit_bytes_per_entry"]
-    chunks = -(-data.ctx_len // 16)  # the CUDA/Triton kernels keep the fp32 state every 16 steps
-    states_per_layer = data.micro_bsz * chunks * spec.n_head * spec.head_size**2 * 4
-    parts["WKV state checkpoints"] = states_per_layer * (1 if hw.grad_cp else L)
+    chunks = -(-live_ctx // 16)  # the CUDA/Triton kernels keep the fp32 state every 16 steps
+    wkv_state = data.micro_bsz * spec.n_head * spec.head_size**2 * 4
+    parts["WKV state checkpoints"] = chunks * wkv_state * (1 if hw.grad_cp else L)
+    if live_ctx < data.ctx_len:  # every chunk boundary keeps each layer's WKV and token-shift states
+        boundaries = -(-data.ctx_len // live_ctx)
+        parts["carried states"] = boundaries * L * (wkv_state + data.micro_bsz * 2 * C * weight_bytes)
     parts["allocator margin"] = sum(parts.values()) * k["fragmentation"]
     return VramBreakdown(parts)
+
+
+def fitting_chunk_ctx(spec: ModelSpec, config, free_bytes: float, device: str = "cuda") -> int:
+    """The largest chunk_ctx (a power of two from 64, dividing ctx_len, below it) with which the run
+    fits `free_bytes`; 0 when none does. Larger chunks run faster, so the largest fitting wins."""
+    ctx_len = config.data.ctx_len
+    hw = config.hardware
+    candidates = [c for c in (8192, 4096, 2048, 1024, 512, 256, 128, 64) if c < ctx_len and ctx_len % c == 0]
+    for chunk in candidates:
+        chunked = replace(config, data=replace(config.data, chunk_ctx=chunk))
+        if estimate(spec, chunked, hw.devices * hw.num_nodes, device).total <= free_bytes:
+            return chunk
+    return 0
 
 
 def offloaded_bytes(spec: ModelSpec, config) -> float:
