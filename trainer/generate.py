@@ -8,7 +8,7 @@ stop string (the blank line that ends an Assistant turn) or after `max_tokens`.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -35,14 +35,27 @@ def sample_token(logits: torch.Tensor, temperature: float, top_p: float, generat
     return int(order[choice])
 
 
+@dataclass
+class Fed:
+    """What a `generate` call has run through the model so far, updated as it goes: the state
+    after it, and the generated tokens in that state (the prompt's excluded). The token that
+    ends a reply (the one completing the stop string, or the end token) is sampled, never fed."""
+    state: list | None = None
+    tokens: list[int] = field(default_factory=list)
+
+
 @torch.no_grad()
-def generate(model, tokenizer, prompt: str, sampling: SamplingConfig, state=None) -> Iterator[str]:
-    """Yield text pieces as they are produced (whole UTF-8 characters only)."""
+def generate(model, tokenizer, prompt: str, sampling: SamplingConfig, state=None,
+             fed: Fed | None = None) -> Iterator[str]:
+    """Yield text pieces as they are produced (whole UTF-8 characters only). The prompt runs
+    from `state` (None: the model's initial state); `fed`, when given, follows the state."""
     model.eval()
     generator = torch.Generator().manual_seed(sampling.seed) if sampling.seed is not None else None
     device = model.emb.weight.device
+    fed = fed if fed is not None else Fed()
     ids = tokenizer.encode(prompt)
-    logits, state = model(torch.tensor([ids], device=device), state=state)
+    logits, state = model(torch.tensor([ids], device=device), state=state, last_only=True)
+    fed.state = state
     last = logits[0, -1]
     pending: list[int] = []
     produced, emitted = "", 0
@@ -65,6 +78,8 @@ def generate(model, tokenizer, prompt: str, sampling: SamplingConfig, state=None
             yield produced[emitted: len(produced) - held]
             emitted = len(produced) - held
         logits, state = model(torch.tensor([[token]], device=device), state=state)
+        fed.state = state
+        fed.tokens.append(token)
         last = logits[0, -1]
     if len(produced) > emitted:
         yield produced[emitted:]
@@ -79,10 +94,12 @@ def chat_prompt(history: list[tuple[str, str]], message: str, system: str | None
     return "\n\n".join(parts) + "\n\nAssistant:"
 
 
-def load_for_chat(model_path, adapter=None, state=None, lora_alpha: float | None = None):
-    """A model in fp32 with an adapter merged in memory (in fp32: nothing of the update is
-    rounded away), or a tuned state mounted (our model starts every sequence from it, on every
-    RWKV version; a state file given as the adapter is mounted the same way)."""
+def load_for_chat(model_path, adapter=None, state=None, lora_alpha: float | None = None,
+                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+    """A model (fp32 on the CPU unless told otherwise) with an adapter merged in memory (in fp32
+    on the CPU: nothing of the update is rounded away, whatever dtype it then runs in), or a
+    tuned state mounted (our model starts every sequence from it, on every RWKV version; a
+    state file given as the adapter is mounted the same way)."""
     from rwkv_tui.trainer.adapters import detect_method, load_adapter_file, merge_into, mount_state
     from rwkv_tui.trainer.checkpoint import load_checkpoint
     from rwkv_tui.trainer.model import model_from_state_dict
@@ -96,4 +113,4 @@ def load_for_chat(model_path, adapter=None, state=None, lora_alpha: float | None
             weights = merge_into(weights, tensors, metadata, alpha=lora_alpha, path=adapter)
     if state:
         weights = mount_state(weights, load_adapter_file(state)[0], path=state)
-    return model_from_state_dict(weights, spec, dtype=torch.float32)
+    return model_from_state_dict(weights, spec, device=device, dtype=dtype)

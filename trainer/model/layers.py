@@ -10,6 +10,8 @@ from rwkv_tui.trainer.spec import ModelSpec
 
 def token_shift(x: torch.Tensor, x_prev: torch.Tensor | None) -> torch.Tensor:
     """`shift(x) - x`: the previous token's features minus this token's."""
+    if x.shape[1] == 1:  # decoding: no sequence to shift
+        return -x if x_prev is None else x_prev.unsqueeze(1) - x
     if x_prev is None:
         x_prev = torch.zeros_like(x[:, 0])
     shifted = torch.cat((x_prev.unsqueeze(1), x[:, :-1]), dim=1)

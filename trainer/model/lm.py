@@ -91,8 +91,10 @@ class RWKV(nn.Module):
         return self.blocks[0].att.last_op_trials_ms
 
     def forward(
-        self, idx: torch.Tensor, state: list[LayerState] | None = None
+        self, idx: torch.Tensor, state: list[LayerState] | None = None, last_only: bool = False
     ) -> tuple[torch.Tensor, list[LayerState]]:
+        """`last_only`: logits for the last position alone ([B,1,V]), all generation needs
+        after a prompt; the head is a large part of a prefill's work at a small model's width."""
         x = self.emb(idx)
         v_first = None
         new_state: list[LayerState] = []
@@ -106,6 +108,8 @@ class RWKV(nn.Module):
             else:
                 x, v_first, layer_state = block(x, v_first, layer_state)
             new_state.append(layer_state)
+        if last_only:
+            x = x[:, -1:]
         return self.head(self.ln_out(x)), new_state
 
     def initial_state(self, batch_size: int = 1) -> list[LayerState]:

@@ -16,6 +16,7 @@ from torch import nn
 
 from rwkv_tui import kernels
 from rwkv_tui.trainer.model.layers import token_shift
+from rwkv_tui.trainer.model.one_token import wkv6_step
 from rwkv_tui.trainer.spec import ModelSpec
 
 
@@ -45,10 +46,20 @@ class _TimeMixHeads(nn.Module):
         H, N = self.n_head, self.head_size
         return self.time_state.float().transpose(-1, -2).unsqueeze(0).expand(batch, H, N, N)
 
-    def finish(self, out, g: torch.Tensor, shape) -> torch.Tensor:
-        B, T, C = shape
+    def wkv(self, family, r, w, k, v, wkv_state):
+        """(y, state) of kernels.wkv6/wkv5 on [B, T, H, N] inputs; one token (decoding) runs the
+        written-out step instead (one_token.py says why), leaving last_op the training op's."""
+        if wkv_state is None:
+            wkv_state = self.initial_wkv_state(r.shape[0])
+        if r.shape[1] == 1:
+            return wkv6_step(r, w, k, v, self.time_faaaa, state=wkv_state)
+        out = family(r, w, k, v, self.time_faaaa, state=wkv_state, op=self.op)
         self.last_op, self.last_op_trials_ms = out.op, out.trials_ms
-        return self.output(self.ln_x(out.y.reshape(B * T, C)).view(B, T, C) * g)
+        return out.y, out.state
+
+    def finish(self, y: torch.Tensor, g: torch.Tensor, shape) -> torch.Tensor:
+        B, T, C = shape
+        return self.output(self.ln_x(y.reshape(B * T, C)).view(B, T, C) * g)
 
 
 class TimeMix6(_TimeMixHeads):
@@ -81,12 +92,9 @@ class TimeMix6(_TimeMixHeads):
         g = F.silu(self.gate(x + xx * (self.time_maa_g + mg)))
         w = self.time_decay + torch.tanh(xw @ self.time_decay_w1) @ self.time_decay_w2  # log(-log(decay))
 
-        if wkv_state is None:
-            wkv_state = self.initial_wkv_state(B)
         heads = (B, T, self.n_head, self.head_size)
-        out = kernels.wkv6(r.view(heads), w.view(heads), k.view(heads), v.view(heads), self.time_faaaa,
-                   state=wkv_state, op=self.op)
-        return self.finish(out, g, (B, T, C)), v_first, x[:, -1], out.state
+        y, wkv_state = self.wkv(kernels.wkv6, r.view(heads), w.view(heads), k.view(heads), v.view(heads), wkv_state)
+        return self.finish(y, g, (B, T, C)), v_first, x[:, -1], wkv_state
 
 
 class TimeMix5(_TimeMixHeads):
@@ -111,9 +119,6 @@ class TimeMix5(_TimeMixHeads):
         v = self.value(mix(self.time_mix_v))
         g = F.silu(self.gate(mix(self.time_mix_g)))
 
-        if wkv_state is None:
-            wkv_state = self.initial_wkv_state(B)
         heads = (B, T, self.n_head, self.head_size)
-        out = kernels.wkv5(r.view(heads), self.time_decay, k.view(heads), v.view(heads), self.time_faaaa,
-                   state=wkv_state, op=self.op)
-        return self.finish(out, g, (B, T, C)), v_first, x[:, -1], out.state
+        y, wkv_state = self.wkv(kernels.wkv5, r.view(heads), self.time_decay, k.view(heads), v.view(heads), wkv_state)
+        return self.finish(y, g, (B, T, C)), v_first, x[:, -1], wkv_state

@@ -12,7 +12,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from rwkv_tui import kernels
+from rwkv_tui.kernels.wkv7_reference import state_dtype
 from rwkv_tui.trainer.model.layers import token_shift
+from rwkv_tui.trainer.model.one_token import (channel_mix7_one, compiled, fused_decoding, time_mix7_one,
+                                               wkv7_step)
 from rwkv_tui.trainer.spec import ModelSpec
 
 class TimeMix7(nn.Module):
@@ -67,6 +70,8 @@ class TimeMix7(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         B, T, C = x.shape
         H, N = self.n_head, self.head_size
+        if T == 1 and fused_decoding(x, self.receptance, self.key, self.value, self.output):
+            return self.decode_fused(x, v_first, x_prev, wkv_state)
         xx = token_shift(x, x_prev)
         xr, xw, xk = x + xx * self.x_r, x + xx * self.x_w, x + xx * self.x_k
         xv, xa, xg = x + xx * self.x_v, x + xx * self.x_a, x + xx * self.x_g
@@ -89,16 +94,37 @@ class TimeMix7(nn.Module):
         if wkv_state is None:
             wkv_state = self.initial_wkv_state(B)
         heads = (B, T, H, N)
-        out = kernels.wkv7(
-            r.view(heads), w.view(heads), k.view(heads), v.view(heads),
-            -kk, kk * a.view(heads), state=wkv_state, op=self.op,
-        )
-        self.last_op, self.last_op_trials_ms = out.op, out.trials_ms
+        inputs = (r.view(heads), w.view(heads), k.view(heads), v.view(heads), -kk, kk * a.view(heads))
+        if T == 1:  # one token (with gradients, or through wrapped layers): the step written out; last_op stays
+            y, wkv_state = wkv7_step(*inputs, state=wkv_state)
+        else:
+            out = kernels.wkv7(*inputs, state=wkv_state, op=self.op)
+            self.last_op, self.last_op_trials_ms = out.op, out.trials_ms
+            y, wkv_state = out.y, out.state
 
-        y = self.ln_x(out.y.reshape(B * T, C)).view(B, T, C)
+        y = self.ln_x(y.reshape(B * T, C)).view(B, T, C)
         bonus = (r * k * self.r_k.view(1, 1, C)).view(heads).sum(dim=-1, keepdim=True) * v.view(heads)
         y = y + bonus.view(B, T, C)
-        return self.output(y * g), v_first, x[:, -1], out.state
+        return self.output(y * g), v_first, x[:, -1], wkv_state
+
+    def decode_fused(self, x, v_first, x_prev, wkv_state):
+        """forward() for one token at inference, as one compiled function (one_token.py says why)."""
+        B, _, C = x.shape
+        H, N = self.n_head, self.head_size
+        row = x[:, 0]
+        if wkv_state is None:
+            wkv_state = self.initial_wkv_state(B)
+        if wkv_state is None:
+            wkv_state = torch.zeros(B, H, N, N, device=x.device, dtype=state_dtype(x.dtype))
+        mixes = (self.v0, self.v1, self.v2) if self.layer_id > 0 else (self.w0, self.w1, self.w2)  # unused at 0
+        out, wkv_state, v_first = compiled(time_mix7_one)(
+            self.layer_id, H, N, row, torch.zeros_like(row) if x_prev is None else x_prev,  # none: zeros
+            row if v_first is None else v_first[:, 0], wkv_state.to(state_dtype(x.dtype)),
+            self.x_r, self.x_w, self.x_k, self.x_v, self.x_a, self.x_g, self.w0, self.w1, self.w2,
+            self.a0, self.a1, self.a2, *mixes, self.g1, self.g2, self.k_k, self.k_a, self.r_k,
+            self.receptance.weight, self.key.weight, self.value.weight, self.output.weight,
+            self.ln_x.weight, self.ln_x.bias)
+        return out.unsqueeze(1), v_first.unsqueeze(1), row, wkv_state
 
 
 class ChannelMix7(nn.Module):
@@ -111,5 +137,10 @@ class ChannelMix7(nn.Module):
         self.value = nn.Linear(spec.dim_ffn, spec.n_embd, bias=False)
 
     def forward(self, x: torch.Tensor, x_prev: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        if x.shape[1] == 1 and fused_decoding(x, self.key, self.value):  # one token: one compiled function
+            row = x[:, 0]
+            out = compiled(channel_mix7_one)(row, torch.zeros_like(row) if x_prev is None else x_prev, self.x_k,
+                                             self.key.weight, self.value.weight)
+            return out.unsqueeze(1), row
         k = x + token_shift(x, x_prev) * self.x_k
         return self.value(torch.relu(self.key(k)) ** 2), x[:, -1]
