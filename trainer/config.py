@@ -132,9 +132,13 @@ class DataConfig:
                                   "documents, before repeats, chosen by the seed; e.g. 0.05). 0: none.")
     val_every: int = _f(100, "Evaluate the validation data every N optimizer steps (and at step 0 and the end), "
                              "when val_path or val_fraction is set.")
+    val_max_tokens: int = _f(16384, "Score at most this many tokens of the validation data each time (whole "
+                                    "documents, in file order), so validation stays a few percent of training "
+                                    "time; 0: all of it.")
     chunk_ctx: int = _f(0, "Infctx: train each ctx_len sample as consecutive chunks of this many tokens, "
                            "carrying the RNN state (with its gradients) from chunk to chunk, so memory follows "
-                           "chunk_ctx, not ctx_len. ctx_len must be a multiple of it. 0: off.")
+                           "chunk_ctx, not ctx_len. ctx_len must be a multiple of it (no shorter last chunk); "
+                           "one device only. 0: off.")
 
     def all_sources(self) -> list[DataSource]:
         """Every training file with its repeat: data.path's (once each), then [[data.sources]]."""
@@ -471,7 +475,11 @@ def coerce_value(dotted: str, value: Any) -> Any:
                 raise ValueError
             value = float(value)
         elif kind is list:
-            if isinstance(value, str):
+            if isinstance(value, str) and value.strip().startswith("["):
+                import json  # a JSON list: items may hold commas (the wizard's headless command for sample prompts)
+
+                value = json.loads(value)
+            elif isinstance(value, str):
                 value = [v.strip() for v in value.split(",") if v.strip()]
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ValueError
@@ -539,6 +547,9 @@ UPPER_BOUNDS: dict[str, int] = {
     "epochs.epoch_steps": 10**8, "epochs.epoch_count": 10**6, "epochs.epoch_save": 10**6,
     "epochs.epoch_begin": 10**6, "optim.warmup_steps": 10**8,
     "hardware.devices": 1024, "hardware.num_nodes": 4096,
+    "data.val_every": 10**8, "data.val_max_tokens": 10**12, "output.save_every_steps": 10**8,
+    "output.keep_last": 10**6,
+    "output.sample_every": 10**8,
 }
 
 
@@ -615,10 +626,13 @@ def data_problems(config: RunConfig, facts: ValidationFacts) -> list[ConfigProbl
     problems = []
     if not d.all_sources():
         problems.append(ConfigProblem("data.path", "no training data chosen", "pick a .jsonl file or a binidx prefix"))
-    problems += _below_one(config, ("data.ctx_len", "data.micro_bsz", "data.accumulate_grad_batches"))
+    problems += _below_one(config, ("data.ctx_len", "data.micro_bsz", "data.accumulate_grad_batches", "data.val_every"))
     problems += _too_large(config, "data")
     problems += _data_type_problems(config) + _sources_problems(config)
-    problems += _validation_split_problems(config)
+    problems += _validation_split_problems(config) + chunk_ctx_problems(config)
+    if isinstance(d.val_max_tokens, int) and d.val_max_tokens < 0:
+        problems.append(ConfigProblem("data.val_max_tokens", f"must be 0 (all) or more, got {d.val_max_tokens}",
+                                      "e.g. 16384, or 0 to score every validation document"))
     if d.loading == "random" and d.loss_mask == "sft":
         problems.append(ConfigProblem("data.loss_mask", "random windows cut across samples, so roles cannot be masked",
                                       "use loading=pad or pack with sft masking, or loss_mask=none"))
@@ -628,6 +642,28 @@ def data_problems(config: RunConfig, facts: ValidationFacts) -> list[ConfigProbl
                                                       f"ctx_len={d.ctx_len}",
                                       "lower ctx_len, add data, or use loading=pad"))
     return problems
+
+
+def chunk_ctx_problems(config: RunConfig) -> list[ConfigProblem]:
+    """data.chunk_ctx (infctx): 0, or a divisor of ctx_len; one process (trainer/training/infctx.py
+    calls the model past the DDP/DeepSpeed wrapper, which would then not reduce the gradients)."""
+    d, hw = config.data, config.hardware
+    chunk, ctx_len = d.chunk_ctx, d.ctx_len
+    if not isinstance(chunk, int) or isinstance(chunk, bool) or not isinstance(ctx_len, int) or chunk == 0:
+        return []  # a wrong type is reported when the value is loaded; 0 is off
+    if chunk < 0:
+        return [ConfigProblem("data.chunk_ctx", f"must be 0 (off) or more, got {chunk}", "e.g. 512 or 1024")]
+    if chunk > ctx_len or ctx_len % chunk:
+        divisors = [c for c in (4096, 2048, 1024, 512, 256, 128, 64) if c <= ctx_len and ctx_len % c == 0]
+        fix = f"e.g. chunk_ctx={divisors[0]}" if divisors else "set chunk_ctx=0 (off)"
+        return [ConfigProblem("data.chunk_ctx", f"ctx_len={ctx_len} must be a multiple of chunk_ctx={chunk}",
+                              f"{fix}, or change ctx_len to a multiple of {chunk}")]
+    if hw.devices != 1 or hw.num_nodes != 1 or hw.strategy != "auto":
+        return [ConfigProblem("data.chunk_ctx", "chunked training (infctx) runs on one device with strategy=auto "
+                                                f"(now: devices={hw.devices}, num_nodes={hw.num_nodes}, "
+                                                f"strategy={hw.strategy})",
+                              "set hardware.devices=1 and strategy=auto, or chunk_ctx=0")]
+    return []
 
 
 def _validation_split_problems(config: RunConfig) -> list[ConfigProblem]:
@@ -785,6 +821,25 @@ def _needs_cuda_problems(config: RunConfig) -> list[ConfigProblem]:
     return problems
 
 
+def checkpoint_policy_problems(config: RunConfig, facts: ValidationFacts) -> list[ConfigProblem]:
+    """output.save_every_steps and output.keep_last: counts where 0 means off."""
+    problems = []
+    for dotted, example in (("output.save_every_steps", "e.g. 500"), ("output.keep_last", "e.g. 3")):
+        value = get_field(config, dotted)
+        if isinstance(value, int) and not isinstance(value, bool) and value < 0:
+            problems.append(ConfigProblem(dotted, f"must be 0 (off) or more, got {value}", f"{example}, or 0"))
+        elif isinstance(value, int) and not isinstance(value, bool) and value > UPPER_BOUNDS[dotted]:
+            problems.append(ConfigProblem(dotted, f"must be at most {UPPER_BOUNDS[dotted]:,}, got {value:,}",
+                                          f"set {dotted} to {UPPER_BOUNDS[dotted]:,} or less"))
+    return problems
+
+
+def sample_problems(config: RunConfig, facts: ValidationFacts) -> list[ConfigProblem]:
+    """output.sample_every: a count of steps, 1 or more (checked whether or not prompts are set)."""
+    return [problem for problem in _below_one(config, ("output.sample_every",)) + _too_large(config, "output")
+            if problem.field == "output.sample_every"]
+
+
 def cross_section_problems(config: RunConfig, facts: ValidationFacts) -> list[ConfigProblem]:
     """Settings of different sections that do not go together."""
     if config.method.name == "state" and config.hardware.precision == "fp16":
@@ -813,7 +868,7 @@ def _counts_out_of_range(config: RunConfig) -> bool:
 
 
 def _device_fit_problems(config: RunConfig, spec, device: str, free: int | None, kind: str) -> list[ConfigProblem]:
-    from rwkv_tui.trainer.vram import GB, estimate, largest_micro_bsz
+    from rwkv_tui.trainer.vram import GB, estimate, fitting_chunk_ctx, largest_micro_bsz
 
     if free is None:
         return []
@@ -824,6 +879,9 @@ def _device_fit_problems(config: RunConfig, spec, device: str, free: int | None,
     d = config.data
     fitting = largest_micro_bsz(spec, config, free, kind)
     lower = f"lower micro_bsz to {fitting} or ctx_len" if fitting else "lower ctx_len"
+    chunk = fitting_chunk_ctx(spec, config, free, kind) if not fitting and not d.chunk_ctx else 0
+    if chunk:  # infctx keeps the whole ctx_len and trains it in chunks
+        lower = f"set data.chunk_ctx={chunk} (ctx_len {d.ctx_len:,} in chunks of {chunk:,} fits), or lower ctx_len"
     return [ConfigProblem("data.micro_bsz", f"micro_bsz × ctx_len = {d.micro_bsz:,} × {d.ctx_len:,} needs about "
                                             f"{need / GB:,.1f} GB on {device}, {free / GB:,.1f} GB free",
                           f"{lower}; turn on grad_cp, use int8/nf4 quantization or state tuning")]
@@ -843,7 +901,8 @@ def _offload_fit_problems(config: RunConfig, spec, ram: int | None) -> list[Conf
 # What `validate` runs, in this order: one check per section, the rules joining sections, then
 # whether the run fits the device's memory.
 SECTION_CHECKS = (field_type_problems, model_problems, method_problems, data_problems, epochs_problems,
-                  optim_problems, hardware_problems, cross_section_problems, memory_problems)
+                  optim_problems, hardware_problems, checkpoint_policy_problems, sample_problems,
+                  cross_section_problems, memory_problems)
 
 
 # Shared range rules. A value of the wrong type is skipped: field_type_problems reports it.

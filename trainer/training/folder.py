@@ -160,11 +160,15 @@ class RunFolder:
         return remove_stale_temporaries(self.path) + remove_stale_temporaries(self.checkpoints)
 
     def clear_run(self) -> None:
-        """The old run's files, for `--force`: config, events, log, status and checkpoints."""
+        """The old run's files, for `--force`: config, events, log, status, checkpoints and the
+        trackers' folders (a new run's curves must not join the old one's)."""
+        from rwkv_tui.trainer.training.trackers import TRACKER_FOLDERS
+
         for path in (self.config, self.events, self.log, self.status):
             path.unlink(missing_ok=True)
-        if self.checkpoints.is_dir() and not self.checkpoints.is_symlink():
-            shutil.rmtree(self.checkpoints)
+        for folder in (self.checkpoints, *(self.path / name for name in TRACKER_FOLDERS.values())):
+            if folder.is_dir() and not folder.is_symlink():
+                shutil.rmtree(folder)
 
 
 @dataclass(frozen=True)

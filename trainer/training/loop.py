@@ -39,11 +39,15 @@ from rwkv_tui.trainer.training.setup import (Training, build_training, fabric_un
 from rwkv_tui.trainer.training.resume import RESUME_FILE, ResumePoint, load_resume, save_resume, set_rng_state
 from rwkv_tui.trainer.training.run_log import RunLog, RunOpening
 from rwkv_tui.trainer.training.outputs import last_good_checkpoint, lower_lr_advice
+from rwkv_tui.trainer.training.samples import sample_hooks
 from rwkv_tui.trainer.training.signals import StopRequest, deferred_during_save, stop_agreed, stop_on_signals
+from rwkv_tui.trainer.training.trackers import Trackers, open_trackers, require_tracker_packages
+from rwkv_tui.trainer.training.validation import validation_hooks
 
 __all__ = ["RESUME_FILE", "PeriodicHook", "RunResult", "TrainingError", "accumulate_gradients",
            "masked_cross_entropy", "optimizer_step", "run"]
-_OOM_HINT = "lower micro_bsz or ctx_len, turn on grad_cp, use int8/nf4 quantization, or choose state tuning"
+_OOM_HINT = ("lower micro_bsz or ctx_len (or set data.chunk_ctx to train long samples in chunks), turn on grad_cp, "
+             "use int8/nf4 quantization, or choose state tuning")
 # What `--set` may change on resume: how long the run goes on and how often it saves.
 RESUMABLE_SETTINGS = ("epochs.epoch_count", "epochs.epoch_save")
 _NAN_HINT = "lower lr_init, check the data for broken samples, or use bf16/fp32 instead of fp16"
@@ -87,13 +91,14 @@ class RunContext:
     tokens_per_step: int                 # all ranks together
     step: int = 0                        # optimizer steps done
     smoothed: SmoothedValue = field(default_factory=SmoothedValue)
-    tracker: Any = None                  # a wandb run, on rank 0 when output.wandb is set
+    tracker: Trackers | None = None      # output.trackers (and wandb), on rank 0 (trackers.py)
     outputs: list[Path] = field(default_factory=list)
     saved_at_step: int = -1
     reason: str = "finished"
     throughput: Throughput = field(default_factory=Throughput)
     status_due: Every = field(default_factory=lambda: Every(seconds=1.0))  # status.json is fsynced
     wkv_op_reported: bool = False
+    last_loss: float | None = None       # the last step's loss, for the final status (rank 0)
 
     @property
     def folder(self) -> RunFolder:
@@ -148,6 +153,8 @@ def run(
 
 def _train(config, log: RunLog, *, resume: bool, stop: StopRequest, on_step, hooks: HookSchedule) -> RunResult:
     ctx = _setup(config, log, resume=resume)
+    # built in: the validation loss when the config sets val data, samples when it sets prompts
+    hooks.hooks[:0] = validation_hooks(ctx) + sample_hooks(ctx)
     hooks.at_start(ctx)
     ctx.throughput.start()
     while ctx.step < ctx.total_steps:
@@ -158,6 +165,7 @@ def _train(config, log: RunLog, *, resume: bool, stop: StopRequest, on_step, hoo
         _report_step(ctx, event, on_step)
         hooks.after_step(ctx)
         _end_epoch(ctx, event, stop)
+        _save_every_steps(ctx, stop)
     hooks.at_end(ctx)
     _save_last(ctx, stop)
     return _clean_up(ctx)
@@ -219,24 +227,29 @@ def _report_failure(log: RunLog, exc: BaseException) -> None:
 
 def _setup(config, log: RunLog, *, resume: bool) -> RunContext:
     """Model, method, optimizer, data and trackers, restored from resume.ckpt when resuming."""
+    require_tracker_packages(config)  # a missing tracker package stops the run before its first write
     state_dict, spec = _checked_checkpoint(config)
     log.start()  # the run folder's first write, now that the settings are known to work
     fabric = make_fabric(config, run_dir=log.folder.path)
     log.follow_rank(fabric.is_global_zero)
+    log.emit("loading", stage="model", message="loading model…", done=0, total=1)  # shown until the first step
     training = build_training(config, state_dict, spec, fabric,
                               before_optimizer=_warm_starter(config, log, resume))
     del state_dict  # the model holds what it needs: free the rest before the data loads
     log.log(f"model {spec.display_name}, method {config.method.name}: "
             f"{training.trainable:,} trainable of {training.total:,} parameters")
     point = load_resume(fabric, log, training) if resume else ResumePoint()
-    batches = _batches(config, spec, fabric, point.step, run_cache_dir(log.folder.path))
+    log.emit("loading", stage="data", message="preparing data…", done=0, total=0)
+    batches = _batches(config, spec, fabric, point.step, run_cache_dir(log.folder.path),
+                       progress=_data_progress(log))
+    log.emit("loading", stage="data", message="data ready", done=1, total=1)
     set_rng_state(point.rng)  # after the loader is built, as an uninterrupted run stood here
     ctx = RunContext(config=config, spec=spec, log=log, fabric=fabric, model=training.model,
                      optimizer=training.optimizer, method=training.method, batches=batches,
                      total_steps=_total_steps(config),
                      tokens_per_step=_samples_per_step(config) * config.data.ctx_len * fabric.world_size,
                      step=point.step, smoothed=point.smoothed)
-    ctx.tracker = _wandb_run(config, log.folder) if fabric.is_global_zero else None
+    ctx.tracker = open_trackers(config, log.folder.path) if fabric.is_global_zero else None
     _announce_start(ctx, training, resumed=resume)
     ctx.model.train()
     return ctx
@@ -276,10 +289,12 @@ def _warm_starter(config, log: RunLog, resume: bool) -> Callable[[Any, Any], Non
     return lambda model, method: _warm_start(model, method, config, log)
 
 
-def _batches(config, spec, fabric, start_step: int, cache_dir: Path) -> Iterator[dict[str, torch.Tensor]]:
+def _batches(config, spec, fabric, start_step: int, cache_dir: Path,
+             progress=None) -> Iterator[dict[str, torch.Tensor]]:
     """This rank's batches from `start_step` to the end: what an uninterrupted run reads there.
     Record files are tokenized once into `cache_dir` (streaming, as `data prepare`) and memory-mapped;
-    several files (data.path as a list, [[data.sources]]) with their repeats into one cache."""
+    several files (data.path as a list, [[data.sources]]) with their repeats into one cache.
+    `progress(phase, done, total, tokens)` hears how the tokenizing goes."""
     from rwkv_tui.trainer.data.datasets import HeldOut, build_dataset, prepare_token_cache
     from rwkv_tui.trainer.training.sampling import ResumableSampler
 
@@ -287,7 +302,7 @@ def _batches(config, spec, fabric, start_step: int, cache_dir: Path) -> Iterator
     sources = data.all_sources()
     held_out = HeldOut(data.val_fraction, config.output.seed)  # never trained on: the validation split
     if fabric.local_rank == 0:  # one process per machine tokenizes the records; the others then read its cache
-        prepare_token_cache(sources, data.data_type, cache_dir, held_out)
+        prepare_token_cache(sources, data.data_type, cache_dir, held_out, progress=progress)
     fabric.barrier()
     dataset = build_dataset(sources, ctx_len=data.ctx_len, loading=data.loading, loss_mask=data.loss_mask,
                             seed=config.output.seed, vocab_size=spec.vocab_size, data_type=data.data_type,
@@ -301,6 +316,21 @@ def _batches(config, spec, fabric, start_step: int, cache_dir: Path) -> Iterator
     loader = DataLoader(dataset, batch_size=data.micro_bsz, sampler=sampler, drop_last=True,
                         generator=torch.Generator().manual_seed(config.output.seed))
     return iter(fabric.setup_dataloaders(loader, use_distributed_sampler=False))
+
+
+def _data_progress(log: RunLog) -> Callable[[str, int, int, int], None]:
+    """`loading` events while the data is tokenized (at most one a second, and the last one), so the
+    dashboard shows "tokenizing data (n/N)" instead of waiting silently."""
+    from rwkv_tui.trainer.training.metrics import Every
+
+    due = Every(seconds=1.0)
+    verbs = {"tokenize": "tokenizing data", "write": "writing the token cache"}
+
+    def report(phase: str, done: int, total: int, tokens: int) -> None:
+        if done == total or due.ready():
+            log.emit("loading", stage="data", message=f"{verbs.get(phase, phase)} ({done}/{total})",
+                     done=done, total=total)
+    return report
 
 
 def _announce_start(ctx: RunContext, training: Training, *, resumed: bool) -> None:
@@ -345,7 +375,7 @@ def _accumulate(ctx: RunContext, stop: StopRequest) -> float | None:
     memory turned into what to change."""
     try:
         return accumulate_gradients(ctx.fabric, ctx.model, ctx.batches, ctx.config.data.accumulate_grad_batches,
-                                    should_stop=lambda: stop_agreed(stop, ctx.fabric))
+                                    should_stop=lambda: stop_agreed(stop, ctx.fabric), loss_fn=_loss_fn(ctx))
     except torch.cuda.OutOfMemoryError:
         raise TrainingError(_oom_message(ctx.spec, ctx.config), hint=_OOM_HINT) from None
 
@@ -361,19 +391,33 @@ def _guard_finite(ctx: RunContext, step_loss: float) -> None:
                         hint=f"{lower_lr_advice(ctx.config.optim.lr_init)}; {_NAN_HINT}")
 
 
+def _loss_fn(ctx: RunContext):
+    """data.chunk_ctx > 0: each sample in chunks with the state carried (infctx.py); else whole."""
+    from rwkv_tui.trainer.training.infctx import chunked_batch_loss
+
+    chunk_ctx = ctx.config.data.chunk_ctx
+    return chunked_batch_loss(ctx.fabric, chunk_ctx) if chunk_ctx > 0 else None
+
+
+def whole_sample_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    logits, _ = model(batch["input_ids"])
+    return masked_cross_entropy(logits, batch["targets"], batch["loss_mask"])
+
+
 def accumulate_gradients(fabric, model, batches, accumulate: int,
-                         should_stop: Callable[[], bool] | None = None) -> float | None:
+                         should_stop: Callable[[], bool] | None = None, loss_fn=None) -> float | None:
     """Forward and backward over `accumulate` micro batches; their mean loss as a host float, or
     None when `should_stop()` said so before a micro batch: a stop (SIGTERM) waits one micro batch
-    at most, however large `accumulate` is."""
+    at most, however large `accumulate` is. `loss_fn(model, batch)` is a micro batch's loss
+    (default `whole_sample_loss`; infctx passes its chunked one)."""
+    loss_fn = loss_fn or whole_sample_loss
     loss_sum = torch.zeros(())
     for micro in range(accumulate):
         if should_stop is not None and should_stop():
             return None
         batch = next(batches)
         with fabric.no_backward_sync(model, enabled=micro < accumulate - 1):
-            logits, _ = model(batch["input_ids"])
-            loss = masked_cross_entropy(logits, batch["targets"], batch["loss_mask"])
+            loss = loss_fn(model, batch)
             fabric.backward(loss / accumulate)
         # A running sum on the device: nothing grows with `accumulate`; the loss is read once per
         # step (on one process `should_stop` reads a host flag; with several it is a collective).
@@ -421,6 +465,7 @@ def _report_step(ctx: RunContext, event: dict[str, Any], on_step) -> None:
     if not ctx.is_global_zero:
         return
     ctx.log.emit("step", **event)
+    ctx.last_loss = event["loss"]
     if ctx.status_due.ready():  # status.json is fsynced: once a second is plenty
         ctx.log.status(state="running", step=ctx.step, loss=event["loss"], smoothed_loss=event["smoothed_loss"],
                        eta_s=event["eta_s"])
@@ -442,6 +487,13 @@ def _end_epoch(ctx: RunContext, event: dict[str, Any], stop: StopRequest) -> Non
     ctx.log.emit("epoch", epoch=position.number, step=ctx.step, smoothed_loss=event["smoothed_loss"])
     if position.save_due or ctx.step == ctx.total_steps:
         _save(ctx, f"epoch{position.number}", stop)
+
+
+def _save_every_steps(ctx: RunContext, stop: StopRequest) -> None:
+    """output.save_every_steps: a `step<N>` checkpoint besides the epoch ones (none twice at a step)."""
+    every = ctx.config.output.save_every_steps
+    if every > 0 and ctx.step % every == 0 and ctx.saved_at_step != ctx.step:
+        _save(ctx, f"step{ctx.step}", stop)
 
 
 def _save_last(ctx: RunContext, stop: StopRequest) -> None:
@@ -467,6 +519,20 @@ def _save(ctx: RunContext, tag: str, stop: StopRequest) -> None:
     ctx.outputs.extend(paths)
     ctx.log.emit("checkpoint", step=ctx.step, epoch=epoch_of(ctx.step, ctx.config.epochs).completed,
                  files=[str(p) for p in paths])
+    if ctx.is_global_zero and ctx.config.output.keep_last > 0:
+        _drop_old_checkpoints(ctx)
+
+
+def _drop_old_checkpoints(ctx: RunContext) -> None:
+    """output.keep_last: only the N newest epoch/step files stay (never best, final, merged or resume.ckpt)."""
+    from rwkv_tui.trainer.training.outputs import drop_old_checkpoints
+
+    dropped = drop_old_checkpoints(ctx.folder.checkpoints, ctx.method.info, ctx.config.epochs,
+                                   ctx.config.output.keep_last)
+    if dropped:
+        ctx.outputs[:] = [p for p in ctx.outputs if p not in dropped]
+        ctx.log.emit("info", message=f"keep_last={ctx.config.output.keep_last}: removed "
+                                     + ", ".join(p.name for p in dropped))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -484,30 +550,24 @@ def _clean_up(ctx: RunContext) -> RunResult:
             ctx.log.emit("checkpoint", step=ctx.step, epoch=epoch_of(ctx.step, ctx.config.epochs).completed,
                          files=[str(p) for p in merged])
     if ctx.tracker is not None:
-        ctx.tracker.finish()
+        ctx.tracker.close(finished=ctx.reason == "finished")
     outputs = [str(p) for p in ctx.outputs]
     ctx.log.emit("done", reason=ctx.reason, step=ctx.step, outputs=outputs)
-    ctx.log.status(state="done" if ctx.reason == "finished" else "stopped", step=ctx.step, outputs=outputs)
+    ctx.log.status(state="done" if ctx.reason == "finished" else "stopped", step=ctx.step, outputs=outputs,
+                   **_final_loss(ctx))
     return RunResult(reason=ctx.reason, step=ctx.step, run_dir=ctx.folder.path, outputs=ctx.outputs)
+
+
+def _final_loss(ctx: RunContext) -> dict[str, float]:
+    """The last step's losses for the final status.json: status is written once a second while
+    training, so without these a run's status would keep an earlier step's loss."""
+    if ctx.last_loss is None:  # no step in this process (a resume that stopped at once)
+        return {}
+    return {"loss": ctx.last_loss, "smoothed_loss": ctx.smoothed.smoothed}
 
 
 # ---------------------------------------------------------------------------------------------
 # Helpers
-
-
-def _wandb_run(config, folder: RunFolder):
-    """Optional Weights & Biases logging (output.wandb = project name), as RWKV-PEFT's --wandb."""
-    if not config.output.wandb:
-        return None
-    try:
-        import wandb
-    except ImportError:
-        raise RwkvTuiError("output.wandb is set but the wandb package is not installed",
-                           hint="pip install wandb (and `wandb login`), or leave output.wandb empty") from None
-    from rwkv_tui.trainer.config import config_to_dict
-
-    return wandb.init(project=config.output.wandb, name=folder.path.name, dir=str(folder.path),
-                      config=config_to_dict(config))
 
 
 def _warm_start(model, method, config, log: RunLog) -> None:

@@ -10,6 +10,7 @@ All files are written atomically, and only from sane weights (`weight_health`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,36 @@ def save_method_output(model, method, spec, config, directory: Path, tag: str) -
     dtype = getattr(torch, DTYPE_NAMES[config.output.save_dtype])
     path = directory / method.info.output_file(tag)
     return [method.save_output(model, spec, path, dtype, base_path=config.model.path)]
+
+
+# The tags of checkpoints that `output.keep_last` may delete: per epoch and per step (save_every_steps, a stop).
+_NUMBERED_TAG = re.compile(r"(epoch|step)(\d+)")
+
+
+def numbered_checkpoints(directory: Path, info, epochs) -> list[tuple[int, Path]]:
+    """The method's `epoch<N>`/`step<N>` files in `directory` with the step each was saved at,
+    oldest first; never best-, final- or merged files, nor resume.ckpt (their names do not match).
+    `info` is the method's MethodInfo, `epochs` the config's EpochConfig (epoch N ends at step
+    (N - epoch_begin) * epoch_steps)."""
+    found = []
+    for path in directory.glob(f"*{info.output_suffix}"):
+        match = _NUMBERED_TAG.fullmatch(path.name.removesuffix(info.output_suffix))
+        if match is None or not path.is_file():
+            continue
+        kind, number = match.group(1), int(match.group(2))
+        step = (number - epochs.epoch_begin) * epochs.epoch_steps if kind == "epoch" else number
+        found.append((step, path))
+    return sorted(found, key=lambda item: (item[0], item[1].name))
+
+
+def drop_old_checkpoints(directory: Path, info, epochs, keep_last: int) -> list[Path]:
+    """output.keep_last: delete all but the `keep_last` newest epoch/step files; the paths deleted."""
+    if keep_last <= 0:
+        return []
+    old = [path for _, path in numbered_checkpoints(directory, info, epochs)[:-keep_last]]
+    for path in old:
+        path.unlink(missing_ok=True)
+    return old
 
 
 def finish_outputs(config, last_outputs: list[Path], directory: Path, log=None) -> list[Path]:
