@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from rwkv_tui.trainer.atomic import atomic_write_text
+from rwkv_tui.trainer.user_dirs import state_dir  # one state folder for the app and the trainer's run index
 
 MAX_RECENT = 10
-
-
-def state_dir() -> Path:
-    root = os.environ.get("RWKV_TUI_STATE_DIR")
-    if root:
-        return Path(root)
-    from platformdirs import user_state_dir
-
-    return Path(user_state_dir("rwkv-tui"))
 
 
 def recent_models() -> list[str]:

@@ -18,6 +18,7 @@ class RunView:
     total_steps: int | None = None
     epoch: int = 0
     epoch_steps: int | None = None
+    steps: list[int] = field(default_factory=list)  # the step of each loss point (the chart's x axis)
     loss: list[float] = field(default_factory=list)
     smoothed: list[float] = field(default_factory=list)
     lr: float | None = None
@@ -37,6 +38,15 @@ class RunView:
     outputs: list[str] = field(default_factory=list)  # what the run left when it ended (merged model included)
     wkv_op: str | None = None
     done_reason: str | None = None
+    val: list[tuple[int, float]] = field(default_factory=list)  # (step, held-out loss)
+    best: tuple[int, float, str] | None = None  # (step, val loss, file) of best-<method>.pth
+    # prompt -> {"first": (step, text), "latest": (step, text)}: the samples panel
+    samples: dict[str, dict[str, tuple[int, str]]] = field(default_factory=dict)
+    loading: str | None = None  # what the trainer is doing before its first step
+    elapsed_s: float | None = None  # training time from the events' clocks (resumes add up, gaps do not)
+    _segment_start: float | None = None
+    _segment_end: float | None = None
+    _earlier_segments: float = 0.0
 
     def apply(self, event: dict) -> None:
         """Fold one event in; a malformed one (not an object, a field missing or of the wrong
@@ -44,6 +54,7 @@ class RunView:
         if not isinstance(event, dict):
             self._on_warning({"message": f"malformed event skipped: {event!r:.80}"})
             return
+        self._clock(event)
         handler = getattr(self, f"_on_{event.get('kind')}", None)
         if handler is None:
             return
@@ -52,6 +63,19 @@ class RunView:
         except (KeyError, TypeError, ValueError) as exc:
             self._on_warning({"message": f"malformed {event.get('kind')} event skipped ({type(exc).__name__}: "
                                          f"{exc}): {event!r:.80}"})
+
+    def _clock(self, e: dict) -> None:
+        """Elapsed time: each trainer process (a `start` event to its last event) counts; the time a
+        stopped run sat before its resume does not."""
+        t = _number(e, "t")
+        if t is None:
+            return
+        if e.get("kind") == "start" or self._segment_start is None:
+            if self._segment_start is not None:
+                self._earlier_segments += self._segment_end - self._segment_start
+            self._segment_start = t
+        self._segment_end = t
+        self.elapsed_s = self._earlier_segments + (self._segment_end - self._segment_start)
 
     def _on_start(self, e: dict) -> None:
         self.state = "running"
@@ -70,6 +94,10 @@ class RunView:
             raise ValueError("a step event needs a whole-number step and a numeric loss")
         smoothed = _number(e, "smoothed_loss")
         self.state = "running"
+        self.loading = None
+        while self.steps and self.steps[-1] >= step:  # a resume replays steps after its checkpoint: keep the new ones
+            del self.steps[-1], self.loss[-1], self.smoothed[-1]
+        self.steps.append(step)
         self.step = step
         self.epoch = _count(e, "epoch") or self.epoch
         self.total_steps = _count(e, "total_steps") or self.total_steps
@@ -100,6 +128,32 @@ class RunView:
         files = [f for f in e.get("files", []) if isinstance(f, str)]
         self.checkpoints.extend(files)
         self._log("green", f"checkpoint at step {e.get('step')}: " + ", ".join(f.rsplit('/', 1)[-1] for f in files))
+
+    def _on_val(self, e: dict) -> None:
+        step, loss = _count(e, "step"), _number(e, "loss")
+        if step is None or loss is None:
+            raise ValueError("a val event needs a whole-number step and a numeric loss")
+        self.val = [point for point in self.val if point[0] < step] + [(step, loss)]
+        self._log("magenta", f"val loss {loss:.4f} at step {step}")
+
+    def _on_best(self, e: dict) -> None:
+        step, loss = _count(e, "step"), _number(e, "loss")
+        if step is None or loss is None:
+            raise ValueError("a best event needs a whole-number step and a numeric loss")
+        self.best = (step, loss, str(e.get("file", "")))
+        self._log("green", f"best val loss so far {loss:.4f} at step {step}: kept {self.best[2].rsplit('/', 1)[-1]}")
+
+    def _on_sample(self, e: dict) -> None:
+        step, prompt, text = _count(e, "step"), e.get("prompt"), e.get("text")
+        if step is None or not isinstance(prompt, str) or not isinstance(text, str):
+            raise ValueError("a sample event needs a step, a prompt and a text")
+        entry = self.samples.setdefault(prompt, {"first": (step, text)})
+        if step <= entry["first"][0]:
+            entry["first"] = (step, text)
+        entry["latest"] = (step, text)
+
+    def _on_loading(self, e: dict) -> None:
+        self.loading = str(e["message"])
 
     def _on_info(self, e: dict) -> None:
         self._log("", str(e.get("message", "")))
@@ -148,3 +202,12 @@ def format_duration(seconds: float | None) -> str:
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def downsample(values: list[float], width: int) -> list[float]:
+    """At most `width` points covering the whole history (each the max of its bucket), so a
+    sparkline shows the run from its start to its end instead of only its last points."""
+    if width <= 0 or len(values) <= width:
+        return list(values)
+    size = len(values) / width
+    return [max(values[int(i * size):max(int((i + 1) * size), int(i * size) + 1)]) for i in range(width)]

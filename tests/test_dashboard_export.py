@@ -191,7 +191,8 @@ async def test_export_shows_in_the_footer_only_once_the_run_has_ended(tmp_path):
         async with app.run_test(size=(100, 30)) as pilot:
             screen = app.screen
             await wait_for(pilot, lambda: screen.view.state == "running")
-            assert "e" not in footer_keys(screen) and "c" in footer_keys(screen)
+            # Live, no checkpoint yet: Stop applies, Export and Chat do not (the footer shows what applies)
+            assert "e" not in footer_keys(screen) and "c" not in footer_keys(screen) and "s" in footer_keys(screen)
             await pilot.press("e")
             await pilot.pause()
             assert app.screen is screen  # nothing opens while the trainer still writes

@@ -29,6 +29,9 @@ NOT_TRAINING_RECORDS = {
     "trainer/training/folder.py": "a run's status.json and events.jsonl",
     "trainer/adapters.py": "an adapter's metadata, stored in the file as JSON bytes",
     "rwkv_tui/recent.py": "the recently used models list",
+    "trainer/config.py": "a --set value given as a JSON list",
+    "trainer/training/listing.py": "the few summary events of a run, parsed without reading every step line",
+    "trainer/training/run_index.py": "the index of run folders",
 }
 JSON_MODULES = {"json", "orjson", "ujson", "simplejson"}
 JSON_PARSERS = {"load", "loads", "JSONDecoder", "raw_decode"}

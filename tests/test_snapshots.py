@@ -26,6 +26,15 @@ async def _until(pilot, condition, timeout=10.0):
     await pilot.pause()
 
 
+async def _steady_cursors(pilot):
+    """A focused text field's cursor blinks: without this, a snapshot depends on the moment it is taken."""
+    from textual.widgets import Input
+
+    for field in pilot.app.screen.query(Input):
+        field.cursor_blink = False
+    await pilot.pause()
+
+
 async def _open(pilot, screen, ready=lambda: True):
     """Push `screen` and wait until it is shown, its workers are done and `ready()` holds,
     rather than sleeping a fixed time that a slow machine may overrun."""
@@ -45,6 +54,21 @@ def test_dashboard_snapshot(snap_compare, fixed_run, size):
 
     async def settle(pilot):
         await _until(pilot, lambda: getattr(app.screen, "view", None) is not None and app.screen.view.state == "done")
+
+    assert snap_compare(app, terminal_size=size, run_before=settle)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_dashboard_stopped_with_val_and_samples_snapshot(snap_compare, tmp_path, size):
+    """A stopped run: the val curve and legend, the best step, the samples panel, what to do next."""
+    from test_dashboard_runs import learning_run
+
+    folder = learning_run(tmp_path / "run", state="stopped")
+    app = RwkvTuiApp(attach=folder.path, runs_root=Path("/nonexistent"))
+
+    async def settle(pilot):
+        await _until(pilot, lambda: getattr(app.screen, "view", None) is not None
+                     and app.screen.view.state == "stopped" and app.screen.view.best is not None)
 
     assert snap_compare(app, terminal_size=size, run_before=settle)
 
@@ -98,6 +122,7 @@ def test_wizard_screen_snapshots(snap_compare, monkeypatch, step, size):
 
     async def open_step(pilot):
         await _open(pilot, screen_for(step, state))
+        await _steady_cursors(pilot)
 
     assert snap_compare(app, terminal_size=size, run_before=open_step)
 
@@ -140,6 +165,7 @@ def test_data_screen_snapshot(snap_compare, size):
 
     async def open_data(pilot):
         await _open(pilot, screen_for("data", WizardState()))
+        await _steady_cursors(pilot)
 
     assert snap_compare(app, terminal_size=size, run_before=open_data)
 

@@ -13,7 +13,7 @@ from rwkv_tui.screens.wizard.method import best_choice, method_rows
 from rwkv_tui.screens.wizard.review import headless_command
 from rwkv_tui.screens.wizard.state import WizardState
 from rwkv_tui.trainer.config import RunConfig, apply_overrides
-from rwkv_tui.trainer.demo import create_demo
+from rwkv_tui.trainer.demo import create_demo, demo_texts
 
 
 async def type_into(pilot, app, selector: str, text: str) -> None:
@@ -35,19 +35,17 @@ async def test_wizard_walk_from_model_to_a_finished_run(tmp_path, monkeypatch):
         await type_into(pilot, app, "#model-path", str(tmp_path / "missing.pth"))
         await pilot.press("enter")
         await wait_for(pilot, lambda: "file not found" in str(app.screen.query_one("#model-info").render()))
-        await type_into(pilot, app, "#model-path", str(ws.model))
-        await pilot.press("enter")
         state = app.screen.state
-        await wait_for(pilot, lambda: state.spec is not None)
+        await type_into(pilot, app, "#model-path", str(ws.model))
+        await pilot.press("enter")  # reads the model, then goes on by itself
+
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "HardwareScreen")
         assert state.spec.n_layer == 2
         from rwkv_tui.recent import recent_models
 
         assert recent_models() == [str(ws.model)]
-        await pilot.press("ctrl+n")
-
-        await wait_for(pilot, lambda: type(app.screen).__name__ == "HardwareScreen")
         await wait_for(pilot, lambda: state.hardware is not None)
-        await pilot.press("ctrl+n")
+        await pilot.press("enter")  # the GPU table (or the CPU note) has the focus: Enter goes on
 
         await wait_for(pilot, lambda: type(app.screen).__name__ == "MethodScreen")
         await type_into(pilot, app, "#ctx-len", "64")
@@ -58,8 +56,9 @@ async def test_wizard_walk_from_model_to_a_finished_run(tmp_path, monkeypatch):
         await type_into(pilot, app, "#data-path", str(ws.data))
         await pilot.press("enter")
         await wait_for(pilot, lambda: state.check is not None)
-        assert state.check.ok and state.check.samples > 20
-        await pilot.press("ctrl+n")
+        assert state.check.ok and state.check.samples == len(demo_texts())
+        assert state.config.output.sample_prompts  # proposed from the data
+        await pilot.press("enter")  # the checked file: Enter again goes on
 
         await wait_for(pilot, lambda: type(app.screen).__name__ == "ParamsScreen")
         await type_into(pilot, app, "#f-optim-lr_init", "abc")
@@ -123,6 +122,7 @@ async def test_stop_on_a_live_run_leaves_a_checkpoint(tmp_path):
     ws = create_demo(tmp_path / "demo")
     config = load_config(ws.config)
     config.epochs.epoch_steps, config.epochs.epoch_count = 500, 1
+    config.output.sample_prompts = []  # the stop is tested here: no decoding of the demo's samples first
     run_dir = tmp_path / "runs" / "live"
     launch_training(config, run_dir)
     app = RwkvTuiApp(attach=run_dir, runs_root=tmp_path / "runs")

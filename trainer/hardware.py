@@ -121,11 +121,29 @@ def memory_budget(accelerator: str, devices: int, cuda_available: bool) -> Memor
     """What the chosen device has free: the GPU with the least free memory among the `devices`
     used, or, on the CPU, the available RAM."""
     ram = available_ram_bytes()
-    gpus = detect_gpus()[:max(devices, 1)] if accelerator != "cpu" and cuda_available else []
+    gpus = []
+    if accelerator != "cpu" and cuda_available:
+        nvml = _from_nvml()
+        gpus = (visible_gpus(nvml) if nvml is not None else _from_torch())[:max(devices, 1)]
     if not gpus:
         return MemoryBudget("CPU RAM", None, ram)
     tightest = min(gpus, key=lambda gpu: gpu.free_bytes)
     return MemoryBudget(f"GPU {tightest.index} ({tightest.name})", tightest.free_bytes, ram)
+
+
+def visible_gpus(gpus: list[GpuInfo], environ: dict[str, str] | None = None) -> list[GpuInfo]:
+    """The GPUs this process may use: NVML lists every GPU whatever CUDA_VISIBLE_DEVICES says (torch
+    sees only those). The wizard launches with CUDA_DEVICE_ORDER=PCI_BUS_ID, NVML's order, so the
+    variable's numbers are NVML's indices; UUIDs or MIG names are not resolved (all GPUs kept)."""
+    environ = os.environ if environ is None else environ
+    value = environ.get("CUDA_VISIBLE_DEVICES")
+    if value is None:
+        return gpus
+    wanted = [item.strip() for item in value.split(",") if item.strip()]
+    if not all(item.isdigit() for item in wanted):
+        return gpus
+    by_index = {gpu.index: gpu for gpu in gpus}
+    return [by_index[int(item)] for item in wanted if int(item) in by_index]
 
 
 def available_ram_bytes() -> int | None:

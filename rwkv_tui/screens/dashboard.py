@@ -1,4 +1,6 @@
-"""The live dashboard of one run folder: loss, learning rate, speed, memory, progress, log.
+"""The live dashboard of one run folder: loss (with the val curve), learning rate, speed, memory,
+progress, samples, log; and, once the run has ended, what to do next (resume, continue, chat,
+export, delete: `run_actions`), with the footer showing only the keys that apply.
 
 It only reads the run folder (a worker thread tails `events.jsonl`), so it shows a live
 run, a finished run and a crashed run the same way, and leaving it never touches the
@@ -23,10 +25,11 @@ from textual.screen import Screen
 from textual.widgets import Footer, ProgressBar, RichLog, Sparkline, Static
 from textual.worker import get_current_worker
 
-from rwkv_tui.run_view import RunView, format_duration
+from rwkv_tui.run_view import RunView, downsample, format_duration
+from rwkv_tui.screens import run_actions
 from rwkv_tui.screens.export import EXPORTABLE_STATES, ExportScreen, read_run_outputs
 from rwkv_tui.trainer.errors import RwkvTuiError
-from rwkv_tui.widgets.loss_chart import LossChart
+from rwkv_tui.widgets.loss_chart import LossChart, legend
 from rwkv_tui.trainer.training.folder import LIVE_STATES, EventReader, RunFolder, signal_trainer
 
 POLL_SECONDS = 0.5
@@ -35,14 +38,29 @@ _STATE_STYLES = {"running": "bold black on green", "starting": "bold black on cy
                  "failed": "bold white on red", "crashed": "bold white on red"}
 
 
+_SAMPLE_CHARS = 120  # one sample's text in the panel: the start of the answer is what changes
+
+
 class DashboardScreen(Screen):
+    DEFAULT_CSS = """
+    #next-steps { height: auto; padding: 0 1; color: $accent; display: none; }
+    #dash-bottom { height: 7; }
+    #dash-bottom #run-log { width: 1fr; height: 7; }
+    #samples { width: 1fr; height: 7; border: round $primary; padding: 0 1; display: none; overflow-y: auto; }
+    """
+    # Which of these show (and work) follows from the run's state: `check_action`, `run_actions.applicable`.
     BINDINGS = [
         Binding("s", "stop", "Stop (saves a checkpoint)"),
-        Binding("d", "detach", "Detach"),
+        Binding("r", "resume", "Resume"),
+        Binding("r", "continue", "Continue…"),
+        Binding("n", "continue_after_stop", "Continue…"),
         Binding("c", "chat", "Chat with the result"),
         Binding("e", "export", "Export…"),
+        Binding("x", "delete", "Delete…"),
+        Binding("d", "detach", "Detach"),
         Binding("q", "detach", "Quit", show=False),
     ]
+    _RUN_ACTIONS = ("stop", "resume", "continue", "continue_after_stop", "chat", "export", "delete")
 
     class EventsArrived(Message):
         def __init__(self, events: list[dict], crashed: bool) -> None:
@@ -60,7 +78,7 @@ class DashboardScreen(Screen):
         self.follow = follow
         self._stop_armed_at: float | None = None
         self._log_shown = 0
-        self._bindings_state = self.view.state
+        self._bindings_state: tuple[str, bool] = (self.view.state, False)
 
     def compose(self) -> ComposeResult:
         yield Static(id="run-title")
@@ -70,12 +88,16 @@ class DashboardScreen(Screen):
                 yield Static(id="stats")
                 yield Sparkline([], id="memory-history")
         yield ProgressBar(id="run-progress", show_eta=False)
-        yield RichLog(id="run-log", max_lines=200, wrap=True, markup=False)
+        yield Static(id="next-steps")
+        with Horizontal(id="dash-bottom"):
+            yield RichLog(id="run-log", max_lines=200, wrap=True, markup=False)
+            yield Static(id="samples")
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one(LossChart).border_title = "loss (grey: raw, green: smoothed)"
+        self.query_one(LossChart).border_title = legend(with_val=False)
         self.query_one("#stats").border_title = "run"
+        self.query_one("#samples").border_title = "samples: step 0 → latest"
         self.query_one("#run-log").border_title = "log"
         self.query_one("#run-progress", ProgressBar).update(total=1, progress=0)
         self._tail_events()
@@ -110,8 +132,8 @@ class DashboardScreen(Screen):
             self.view.state = "crashed"
             self.view.eta_s = None
             self.view.apply({"kind": "error", "message": "the trainer process is gone without finishing",
-                             "hint": f"see {self.folder.log} and trainer.out; resume with "
-                                     f"`rwkv-tui train --resume {self.folder.path}`"})
+                             "hint": f"see {self.folder.log} and trainer.out; press r to resume "
+                                     f"(`rwkv-tui train --resume {self.folder.path}`)"})
         self.refresh_view()
 
     def refresh_view(self) -> None:
@@ -119,25 +141,52 @@ class DashboardScreen(Screen):
         badge = Text(f" {v.state.upper()} ", style=_STATE_STYLES.get(v.state, "bold"))
         title = Text.assemble(badge, " ", (self.folder.path.name, "bold"), "  ", (v.title, "dim"))
         self.query_one("#run-title", Static).update(title)
-        self.query_one(LossChart).set_points(v.loss, v.smoothed)
+        chart = self.query_one(LossChart)
+        chart.set_points(v.loss, v.smoothed, steps=v.steps, val=v.val)
+        chart.placeholder = v.loading or "waiting for the first step…"
+        chart.border_title = legend(with_val=bool(v.val))
         self.query_one("#stats", Static).update(self._stats_text())
         memory = self.query_one("#memory-history", Sparkline)
-        memory.data = v.memory_history[-60:]
+        # The whole run, squeezed to the widget's width: it keeps its history once the run ends.
+        memory.data = downsample(v.memory_history, memory.content_size.width or 34)
         memory.border_title = f"{v.memory_label} history"
+        hint = run_actions.next_steps(v.state, bool(run_actions.saved_outputs(v)))
+        next_steps = self.query_one("#next-steps", Static)
+        next_steps.update(hint)
+        next_steps.display = bool(hint)
+        samples = self.query_one("#samples", Static)
+        samples.display = bool(v.samples)
+        if v.samples:
+            samples.update(self._samples_text())
         progress = self.query_one("#run-progress", ProgressBar)
         progress.update(total=v.total_steps or 1, progress=v.step)
         log = self.query_one("#run-log", RichLog)
         for style, line in v.log[self._log_shown:]:
             log.write(Text(line, style=style))
         self._log_shown = len(v.log)
-        if v.state != self._bindings_state:  # Export shows in the footer only once the run has ended
-            self._bindings_state = v.state
+        keys_state = (v.state, bool(run_actions.saved_outputs(v)))
+        if keys_state != self._bindings_state:  # the footer shows only the keys that apply now
+            self._bindings_state = keys_state
             self.refresh_bindings()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "export":
-            return self.view.state in EXPORTABLE_STATES
+        if action == "stop" and self.view.state not in LIVE_STATES:
+            return self.folder.trainer_pid() is not None  # the events say ended, yet a trainer holds the folder
+        if action in self._RUN_ACTIONS:
+            return action in run_actions.applicable(self.view.state, bool(run_actions.saved_outputs(self.view)))
         return True
+
+    def _samples_text(self) -> Text:
+        """Per prompt: its first sample (step 0, before any update) and its latest one."""
+        text = Text()
+        for prompt, entry in self.view.samples.items():
+            text.append(f"› {prompt.strip()}\n", style="bold")
+            shown = [entry["first"]] + ([entry["latest"]] if entry["latest"] != entry["first"] else [])
+            for step, sample in shown:
+                text.append(f"  step {step}: ", style="dim" if step == entry["first"][0] else "bold green")
+                text.append(" ".join(sample.split())[:_SAMPLE_CHARS] + "\n")
+        text.rstrip()
+        return text
 
     def _stats_text(self) -> Text:
         v = self.view
@@ -149,9 +198,15 @@ class DashboardScreen(Screen):
         rows = [
             ("step", f"{v.step}/{v.total_steps or '?'}  epoch {v.epoch}"),
             ("loss", f"{loss} (avg {smooth})"),
+        ]
+        if v.val:
+            rows.append(("val loss", f"{v.val[-1][1]:.4f} (step {v.val[-1][0]})"))
+        if v.best:
+            rows.append(("best", f"{v.best[1]:.4f} at step {v.best[0]}"))
+        rows += [
             ("lr", f"{v.lr:.3g}" if v.lr is not None else "–"),
             ("tokens/s", f"{v.tokens_per_s:,.0f}" if v.tokens_per_s else "–"),
-            ("ETA", format_duration(v.eta_s)),
+            ("elapsed", f"{format_duration(v.elapsed_s)}  ETA {format_duration(v.eta_s)}"),
             (v.memory_label, memory),
             ("checkpoints", str(len(v.checkpoints))),
         ]
@@ -185,17 +240,50 @@ class DashboardScreen(Screen):
 
     def action_chat(self) -> None:
         """Open the chat on this run's newest output: a merged model, an adapter or a state."""
-        from rwkv_tui.screens.chat import ChatScreen
-        from rwkv_tui.trainer.config import load_config
-        from rwkv_tui.trainer.peft.catalog import method_info
-
-        outputs = [p for p in self.view.checkpoints if p.endswith(".pth")]
-        if not outputs:
+        screen = run_actions.chat_screen(self.folder, self.view)
+        if screen is None:
             self.notify("no checkpoint yet: chat opens on the run's outputs", severity="warning")
             return
-        config = load_config(self.folder.config)
-        target = method_info(config.method.name).chat_target(outputs, base_model=config.model.path)
-        self.app.push_screen(ChatScreen(target.model, adapter=target.adapter, state=target.state))
+        self.app.push_screen(screen)
+
+    def action_resume(self) -> None:
+        """`train --resume` this folder: the same run goes on where its last checkpoint stopped."""
+        try:
+            run_actions.resume_run(self.folder)
+        except RwkvTuiError as exc:
+            self.notify(str(exc), severity="error", timeout=10)
+            return
+        self.view.state = "starting"
+        self.view.apply({"kind": "info", "message": "resume launched: the trainer continues from the last checkpoint"})
+        self.refresh_view()
+
+    def action_continue(self) -> None:
+        """A new run from this one's last weights, with a fresh schedule: the dialog says which file."""
+        epochs = run_actions.epoch_count(self.folder)
+
+        def opened(run_dir: Path | None) -> None:
+            if run_dir is not None:
+                self.app.switch_screen(DashboardScreen(run_dir))
+
+        self.app.push_screen(run_actions.ContinueDialog(self.folder, epochs), opened)
+
+    def action_continue_after_stop(self) -> None:
+        self.action_continue()
+
+    def action_delete(self) -> None:
+        def confirmed(yes: bool | None) -> None:
+            if not yes:
+                return
+            try:
+                run_actions.delete_run(self.folder)
+            except (OSError, RwkvTuiError) as exc:
+                self.notify(str(exc), severity="error", timeout=10)
+                return
+            self.workers.cancel_group(self, "tail")
+            self.app.notify(f"deleted {self.folder.path}")
+            self.app.pop_screen()
+
+        self.app.push_screen(run_actions.ConfirmDelete(self.folder), confirmed)
 
     def action_export(self) -> None:
         """Merge or export the run's output (merged .pth, HF folder, GGUF, Ai00) in a dialog."""

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from textual import on, work
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, OptionList, Static
@@ -31,6 +32,11 @@ class DemoReady(Message, bubble=False):
 
 
 class HomeScreen(Screen):
+    # The menu's entries by a key each, shown in the footer; q (or Esc: nothing is behind Home) quits.
+    BINDINGS = [Binding("n", "open('new')", "New fine-tune"), Binding("d", "open('demo')", "Demo"),
+                Binding("r", "open('runs')", "Runs"), Binding("p", "open('presets')", "Presets"),
+                Binding("q", "app.quit", "Quit"), Binding("escape", "app.quit", "Quit", show=False)]
+
     def __init__(self, runs_root: str = DEFAULT_RUNS_ROOT, demo_dir: str = "rwkv-tui-demo") -> None:
         super().__init__()
         self.runs_root = runs_root
@@ -50,21 +56,24 @@ class HomeScreen(Screen):
 
     @on(OptionList.OptionSelected)
     def _choose(self, event: OptionList.OptionSelected) -> None:
-        if event.option.id == "new":
+        self.action_open(event.option.id)
+
+    def action_open(self, choice: str) -> None:
+        if choice == "new":
             from rwkv_tui.screens.wizard import WizardState, screen_for
 
             self.app.push_screen(screen_for("model", WizardState()))
-        elif event.option.id == "demo":
+        elif choice == "demo":
             self.start_demo()
-        elif event.option.id == "presets":
+        elif choice == "presets":
             from rwkv_tui.screens.presets import PresetsScreen
 
             self.app.push_screen(PresetsScreen())
-        elif event.option.id == "runs":
+        elif choice == "runs":
             from rwkv_tui.screens.runs import RunsScreen
 
             self.app.push_screen(RunsScreen(self.runs_root))
-        elif event.option.id == "quit":
+        elif choice == "quit":
             self.app.exit()
 
     def start_demo(self) -> None:

@@ -11,7 +11,8 @@ from textual.widgets import DataTable, Footer, Static
 
 class PresetsScreen(Screen):
     BINDINGS = [Binding("enter", "load", "Use in the wizard"), Binding("c", "duplicate", "Duplicate"),
-                Binding("delete", "delete", "Delete (user presets)"), Binding("escape", "app.pop_screen", "Back")]
+                Binding("delete", "delete", "Delete (user presets)"), Binding("escape", "app.pop_screen", "Back"),
+                Binding("q", "app.pop_screen", "Back", show=False)]
 
     def compose(self) -> ComposeResult:
         yield Static("Presets: built-in recipes from the tutorials and your own (saved from the Review step).",

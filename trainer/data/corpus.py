@@ -37,8 +37,10 @@ class Corpus:
         return self.tokens[lo:hi], self.masks[lo:hi]
 
     def check_vocab(self, vocab_size: int, source) -> None:
-        if len(self.tokens) and int(self.tokens.max()) >= vocab_size:
-            bad = int(self.tokens.max())
+        if not len(self.tokens) or vocab_size > np.iinfo(self.tokens.dtype).max:
+            return  # no id of this dtype can be outside (uint16 and the World vocab): don't map every token in
+        bad = int(self.tokens.max())
+        if bad >= vocab_size:
             raise DataError(f"token id {bad} is outside the model's vocabulary (size {vocab_size})", path=source,
                             hint="the data was tokenized for another model; re-create it with `rwkv-tui data "
                                  "prepare` from the jsonl")
@@ -68,9 +70,10 @@ def cache_prefix(jsonl: Path, cache_dir: Path, digest: str) -> Path:
 
 
 def prepare_token_cache(jsonl: str | Path, cache_dir: str | Path | None = None,
-                        fallback_dir: str | Path | None = None) -> Path:
+                        fallback_dir: str | Path | None = None, progress=None) -> Path:
     """The prefix of `jsonl`'s binidx cache, tokenized now unless it exists: in `cache_dir`
-    (default: beside the file), or in `fallback_dir` when that folder cannot be written."""
+    (default: beside the file), or in `fallback_dir` when that folder cannot be written.
+    `progress(phase, done, total, tokens)` as `prepare_binidx` reports it."""
     jsonl = Path(jsonl)
     if not jsonl.exists():  # a file, or a datasets folder
         raise DataError("data file not found", path=jsonl)
@@ -79,27 +82,27 @@ def prepare_token_cache(jsonl: str | Path, cache_dir: str | Path | None = None,
     folders += [Path(fallback_dir)] if fallback_dir is not None else []
     prefixes = [cache_prefix(jsonl, folder, digest) for folder in folders]
     done = next((p for p in prefixes if all(f.exists() for f in _cache_files(p))), None)
-    return done if done is not None else _tokenize_into_first_writable(jsonl, prefixes)
+    return done if done is not None else _tokenize_into_first_writable(jsonl, prefixes, progress)
 
 
-def _tokenize_into_first_writable(jsonl: Path, prefixes: list[Path]) -> Path:
+def _tokenize_into_first_writable(jsonl: Path, prefixes: list[Path], progress=None) -> Path:
     *earlier, last = prefixes
     for prefix in earlier:
         try:
-            return _tokenize_into(jsonl, prefix)
+            return _tokenize_into(jsonl, prefix, progress)
         except OSError as exc:
             if exc.errno not in _UNWRITABLE:
                 raise _cache_error(jsonl, prefix, exc) from None
     try:
-        return _tokenize_into(jsonl, last)
+        return _tokenize_into(jsonl, last, progress)
     except OSError as exc:
         raise _cache_error(jsonl, last, exc) from None
 
 
-def _tokenize_into(jsonl: Path, prefix: Path) -> Path:
+def _tokenize_into(jsonl: Path, prefix: Path, progress=None) -> Path:
     from rwkv_tui.trainer.data.prepare import prepare_binidx
 
-    prepare_binidx(jsonl, prefix, sft_mask=True, shuffle=False, force=True)
+    prepare_binidx(jsonl, prefix, sft_mask=True, shuffle=False, force=True, progress=progress)
     return prefix
 
 

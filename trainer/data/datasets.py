@@ -160,7 +160,7 @@ def _content_digest(path: Path) -> str:
 
 
 def prepare_sources_cache(sources: list[DataSource], cache_dir: str | Path | None = None,
-                          held_out: HeldOut = HeldOut()) -> Path:
+                          held_out: HeldOut = HeldOut(), progress=None) -> Path:
     """Tokenize several files (each `repeat` times, in file order: the sampler shuffles) into one
     binidx cache with SFT masks, unless it exists; its prefix. The held-out documents are left out
     (and written to PREFIX.val.jsonl), so training never sees them."""
@@ -170,7 +170,7 @@ def prepare_sources_cache(sources: list[DataSource], cache_dir: str | Path | Non
     if not all(p.exists() for p in (prefix.with_suffix(".bin"), prefix.with_suffix(".idx"), mask_path(prefix))):
         files = [SourceFile(Path(s.path), s.repeat) for s in sources]
         prepare_binidx(files, prefix, sft_mask=True, shuffle=False, force=True, val_fraction=held_out.fraction,
-                       seed=held_out.seed)
+                       seed=held_out.seed, progress=progress)
     return prefix
 
 
@@ -182,17 +182,18 @@ def _check_mixable(sources: list[DataSource], data_type: str) -> None:
 
 
 def prepare_token_cache(path, data_type: str, cache_dir: str | Path | None = None,
-                        held_out: HeldOut = HeldOut()) -> None:
+                        held_out: HeldOut = HeldOut(), progress=None) -> None:
     """Tokenize the records into their cache now (binidx data needs none). `path`: one path, or
-    several paths or DataSources (tokenized together into one cache, as is a file with a held-out split)."""
+    several paths or DataSources (tokenized together into one cache, as is a file with a held-out split).
+    `progress(phase, done, total, tokens)` as `prepare_binidx` reports it (the dashboard's startup line)."""
     sources = _as_sources(path)
     single = _single_path(sources)
     if single is not None and not held_out.active:
         if is_jsonl(single, data_type):
-            prepare_jsonl_cache(single, cache_dir=cache_dir)
+            prepare_jsonl_cache(single, cache_dir=cache_dir, progress=progress)
         return
     _check_mixable(sources, data_type)
-    prepare_sources_cache(sources, cache_dir, held_out)
+    prepare_sources_cache(sources, cache_dir, held_out, progress)
 
 
 def load_corpus(path, data_type: str = "auto", loss_mask: str = "sft",

@@ -8,6 +8,7 @@ from typing import Any
 
 from rwkv_tui.trainer.errors import RwkvTuiError
 from rwkv_tui.trainer.training.folder import EventWriter, RunFolder, RunLock, write_pid_file
+from rwkv_tui.trainer.training.run_index import record_run
 
 
 @dataclass
@@ -79,6 +80,7 @@ class RunLog:
         for note in opening.notes:
             self.emit("info", message=note)
         self.status(state="starting", pid=os.getpid(), run_dir=str(self.folder.path))
+        record_run(self.folder.path)  # `runs` and `attach` find it from any directory
 
     def follow_rank(self, is_global_zero: bool) -> None:
         if is_global_zero == self.writes:

@@ -15,7 +15,13 @@ from rwkv_tui.screens.wizard.steps import STEPS, step_index
 
 
 class WizardStep(Screen):
-    BINDINGS = [Binding("escape", "back", "Back"), Binding("ctrl+n", "next", "Next")]
+    # q goes back too, but only where no text field has the focus (an Input takes the letter first).
+    BINDINGS = [Binding("escape", "back", "Back"), Binding("q", "back", "Back", show=False),
+                Binding("ctrl+n", "next", "Next")]
+    # Each step names its main input: focused on entry, so typing starts at once (never the scroll area).
+    # Without scrolling: centring it would scroll the help line (and the tab bar) out of a short terminal.
+    AUTO_FOCUS = ""
+    MAIN_INPUT = "#next"
 
     def __init__(self, state: WizardState) -> None:
         super().__init__()
@@ -34,6 +40,13 @@ class WizardStep(Screen):
 
     def body(self) -> ComposeResult:
         yield from ()
+
+    def on_mount(self) -> None:
+        """Runs besides each step's own on_mount (Textual calls the handler of every class)."""
+        for widget in self.query(self.MAIN_INPUT):
+            if widget.focusable:
+                self.set_focus(widget, scroll_visible=False)
+                break
 
     def next_label(self) -> str:
         return "Next"

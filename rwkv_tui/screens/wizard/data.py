@@ -11,7 +11,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.message import Message
-from textual.widgets import Button, Input, ProgressBar, RichLog, Sparkline, Static
+from textual.widgets import Button, Input, Label, ProgressBar, RichLog, Sparkline, Static
 from textual.worker import get_current_worker
 
 from rwkv_tui.screens.wizard.base import WizardStep
@@ -78,6 +78,29 @@ def mix_prefix(sources: list[DataSource]) -> str:
     return str(first) if len(sources) == 1 else str(first.with_name(first.name + "-mix"))
 
 
+def proposals_text(proposals) -> Text:
+    """One line per proposal: the setting in bold, its reason dimmed."""
+    text = Text("proposed from the data (change them in Parameters; Enter again goes on):", style="bold")
+    for proposal in proposals:
+        shown = " | ".join(proposal.value) if isinstance(proposal.value, list) else str(proposal.value)
+        text.append("\n• ")
+        text.append(f"{proposal.field} = {shown}", style="bold")
+        text.append(f" — {proposal.reason}", style="dim")
+    return text
+
+
+def sample_prompts(path: str) -> list[str]:
+    """The first user turns of a few samples (worker thread: reads only the file's start)."""
+    from rwkv_tui.screens.wizard.proposals import first_user_turns
+    from rwkv_tui.trainer.data.records import read_samples
+    from rwkv_tui.trainer.errors import RwkvTuiError
+
+    try:
+        return first_user_turns(s.text for s in read_samples(path) if s.text is not None)
+    except (OSError, RwkvTuiError):
+        return []
+
+
 @dataclass
 class DataProgress(Message, bubble=False):
     """How far the check or the binidx preparation got."""
@@ -91,6 +114,7 @@ class DataChecked(Message, bubble=False):
     report: CheckReport
     sample: str | None  # the first sample's text (converted to RWKV World text), for the preview
     detected: str | None = None  # the record format the reader found ("OpenAI messages", …)
+    prompts: list[str] | None = None  # the first user turns of a few samples: proposed sample prompts
 
 
 @dataclass
@@ -122,13 +146,19 @@ def binidx_or_failure(path: str) -> BinidxChosen | DataFailed:
     return DataFailed(f"{path}: no .jsonl file, other record file or .bin/.idx pair there")
 
 
+def parse_passes(value: str) -> int | None:
+    """Passes over the data per epoch typed in the field, or None when it is not a count."""
     try:
-        return detect_format(path)
-    except (OSError, ValueError):
+        passes = int(value.strip() or "1")
+    except ValueError:
         return None
+    return passes if 1 <= passes <= 1000 else None
 
 
 class DataScreen(WizardStep):
+    MAIN_INPUT = "#data-path"
+    _prompts: tuple[str, ...] | list[str] = ()  # the last checked file's first user turns
+
     def body(self) -> ComposeResult:
         yield Static("A record file (.jsonl, .json, .parquet, .csv, .tsv, .arrow, a datasets folder: text, chat "
                      "messages, ShareGPT, Alpaca…) or a binidx prefix. Enter checks it; Add trains on several "
@@ -142,6 +172,10 @@ class DataScreen(WizardStep):
         yield Static(id="data-sources")
         yield ProgressBar(id="check-progress", show_eta=False)
         yield Static(id="data-summary")
+        with Horizontal(classes="inline-fields", id="passes-row"):
+            yield Label("passes over the data per epoch")
+            yield Input(value="1", id="data-passes", type="integer", tooltip="sets the proposed epoch_steps")
+        yield Static(id="data-proposals")
         yield Sparkline([], id="length-histogram")
         yield Static(id="sample-preview")
         yield RichLog(id="data-issues", max_lines=300, wrap=True)
@@ -161,7 +195,14 @@ class DataScreen(WizardStep):
 
     @on(Input.Submitted, "#data-path")
     def _submitted(self, event: Input.Submitted) -> None:
-        self.run_check(event.value.strip())
+        """Enter checks the file; Enter again on the checked file (or a binidx prefix) goes on."""
+        path = event.value.strip()
+        data, check = self.state.config.data, self.state.check
+        checked = check is not None and check.ok and path and Path(check.path) == Path(path)
+        if (checked or (path and data.data_type == "binidx" and data.path == path)) and not data.sources:
+            self.action_next()
+            return
+        self.run_check(path)
 
     def run_check(self, path: str) -> None:
         data = self.state.config.data
@@ -194,6 +235,9 @@ class DataScreen(WizardStep):
         from rwkv_tui.trainer.data.records import detected_format, first_text
         from rwkv_tui.trainer.errors import RwkvTuiError
 
+        if not path:
+            self.post_from_worker(DataFailed("data path not set: type the path of a .jsonl (or other record) file"))
+            return
         if not is_records_path(path):
             self.post_from_worker(binidx_or_failure(path))
             return
@@ -206,7 +250,7 @@ class DataScreen(WizardStep):
             self.post_from_worker(DataFailed(str(exc)))
             return
         sample = first_text(path)
-        self.post_from_worker(DataChecked(report, sample, detected_format(path)))
+        self.post_from_worker(DataChecked(report, sample, detected_format(path), sample_prompts(path)))
 
     def on_data_progress(self, message: DataProgress) -> None:
         self.query_one("#check-progress", ProgressBar).update(total=message.total, progress=message.done)
@@ -223,7 +267,41 @@ class DataScreen(WizardStep):
     def on_data_checked(self, message: DataChecked) -> None:
         self.state.check = message.report
         self.state.config.data.data_type = "auto"
+        self._prompts = message.prompts or []
+        if message.report.ok:
+            self.propose()
         self._show_report(message.report, message.sample, message.detected)
+
+    def propose(self) -> None:
+        """Settings from the checked data (see proposals.py), applied and listed with their reasons.
+        Sample prompts replace only an empty list or an earlier proposal, never the user's own."""
+        from rwkv_tui.screens.wizard.proposals import apply_proposals, propose_from_data, vram_fit_check
+
+        passes = parse_passes(self.query_one("#data-passes", Input).value)
+        check, config = self.state.check, self.state.config
+        if passes is None or check is None or not check.ok:
+            return
+        fits, where = vram_fit_check(self.state)
+        proposed_before = {p.field: p.value for p in self.state.proposals}
+        if "data.loading" in proposed_before and config.data.loading == proposed_before["data.loading"]:
+            config.data.loading = "pad"  # our own earlier proposal (another file): decide afresh
+        own_prompts = config.output.sample_prompts and \
+            config.output.sample_prompts != proposed_before.get("output.sample_prompts")
+        proposals = propose_from_data(check, config, passes=passes, gpus=config.hardware.devices, fits=fits,
+                                      where=where, prompts=None if own_prompts else self._prompts)
+        apply_proposals(config, proposals)
+        check.ctx_len = config.data.ctx_len  # the summary's "over ctx_len" follows the proposal
+        self.state.proposals = proposals
+        self.query_one("#data-proposals", Static).update(proposals_text(proposals))
+
+    @on(Input.Changed, "#data-passes")
+    def _passes_changed(self, event: Input.Changed) -> None:
+        if parse_passes(event.value) is None:
+            event.input.add_class("invalid")
+            return
+        event.input.remove_class("invalid")
+        if self.state.proposals:
+            self.propose()
 
     def _show_report(self, report: CheckReport, sample: str | None, detected: str | None = None) -> None:
         stats = report.token_stats()

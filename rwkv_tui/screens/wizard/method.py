@@ -7,7 +7,7 @@ import copy
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal
-from textual.widgets import DataTable, Input, Label, Static
+from textual.widgets import Button, DataTable, Input, Label, Static
 
 from rwkv_tui.screens.wizard.base import WizardStep
 from rwkv_tui.trainer.config import METHODS, QUANTS, RunConfig
@@ -42,6 +42,8 @@ def method_rows(state, ctx_len: int, micro_bsz: int) -> list[dict]:
             config = RunConfig.for_method(name)
             config.hardware = copy.deepcopy(state.config.hardware)
             config.data.ctx_len, config.data.micro_bsz = ctx_len, micro_bsz
+            chunk = state.config.data.chunk_ctx  # infctx: memory follows the chunk
+            config.data.chunk_ctx = chunk if 0 < chunk < ctx_len and ctx_len % chunk == 0 else 0
             config.method.quant = quant
             gb = estimate(state.spec, config).total / GB if state.spec is not None else None
             rows.append({"method": name, "quant": quant, "gb": gb, "available": quant in available_quants(),
@@ -60,7 +62,39 @@ def best_choice(rows: list[dict]) -> dict:
     return next(r for r in rows if r["method"] == "state" and r["quant"] == "none")
 
 
+LONGEST_PROPOSED_CTX = 1 << 16  # documents longer than this are still cut
+
+
+def chunking_proposal(state) -> tuple[int, int, str] | None:
+    """(ctx_len, chunk_ctx, why) where training in chunks (infctx) helps: the data check found
+    documents over ctx_len (a ctx_len that holds the longest, in chunks that fit the GPU), or the
+    chosen method does not fit the GPU at this ctx_len but does in chunks. None otherwise."""
+    from rwkv_tui.trainer.vram import estimate, fitting_chunk_ctx
+
+    data, spec, free = state.config.data, state.spec, state.free_vram
+    if spec is None or data.chunk_ctx:
+        return None
+    check = state.check
+    longest = (check.token_stats().get("max", 0) if check is not None and check.over_ctx_len else 0)
+    ctx_len = min(1 << (longest - 1).bit_length(), LONGEST_PROPOSED_CTX) if longest else data.ctx_len
+    config = copy.deepcopy(state.config)
+    config.data.ctx_len = ctx_len
+    if free is None:  # no GPU to fit: long documents alone are the reason, in chunks of 1024 or less
+        chunk = min(1024, ctx_len // 2)
+        return (ctx_len, chunk, f"{check.over_ctx_len} documents are longer than ctx_len {data.ctx_len}: "
+                                f"train them whole as ctx_len {ctx_len} in chunks of {chunk}") if longest else None
+    if not longest and estimate(spec, config).total <= free:
+        return None  # fits as it is
+    chunk = fitting_chunk_ctx(spec, config, free)
+    if not chunk:
+        return None
+    why = f"{check.over_ctx_len} documents are longer than ctx_len {data.ctx_len}: " if longest else ""
+    return ctx_len, chunk, f"{why}ctx_len {ctx_len} in chunks of {chunk} fits in {free / GB:.0f} GB"
+
+
 class MethodScreen(WizardStep):
+    MAIN_INPUT = "#methods"  # the table: arrows pick, Enter chooses, Enter on the chosen row goes on
+
     def body(self) -> ComposeResult:
         data = self.state.config.data
         yield Static("Pick how to fine-tune (Enter on a row). Estimates are for one GPU with the settings below; "
@@ -72,6 +106,11 @@ class MethodScreen(WizardStep):
             yield Input(str(data.micro_bsz), id="micro-bsz", type="integer")
         yield DataTable(id="methods", cursor_type="row")
         yield Static(id="method-help")
+        with Horizontal(id="chunking", classes="inline-fields"):
+            proposal = Static(id="chunk-proposal")
+            proposal.styles.width, proposal.styles.padding = "1fr", (1, 1, 0, 0)
+            yield proposal
+            yield Button("Train in chunks", id="apply-chunking")
 
     def on_mount(self) -> None:
         table = self.query_one("#methods", DataTable)
@@ -97,6 +136,19 @@ class MethodScreen(WizardStep):
                 fits = "[dim]needs bnb[/dim]"
             table.add_row("●" if i == chosen else "", row["method"], row["quant"], gb, fits, WHEN_TO_USE[row["method"]])
         table.move_cursor(row=chosen)
+        self.proposal = chunking_proposal(self.state)
+        self.query_one("#chunking").display = self.proposal is not None
+        if self.proposal is not None:
+            self.query_one("#chunk-proposal", Static).update(f"Long context: {self.proposal[2]}.")
+
+    @on(Button.Pressed, "#apply-chunking")
+    def _apply_chunking(self) -> None:
+        """The proposal's ctx_len and chunk_ctx (data.chunk_ctx: infctx training)."""
+        ctx_len, chunk, _ = self.proposal
+        self.state.config.data.chunk_ctx = chunk
+        self.state.config.data.ctx_len = ctx_len
+        self.query_one("#ctx-len", Input).value = str(ctx_len)
+        self.refresh_table()
 
     @on(Input.Changed)
     def _sizes_changed(self, event: Input.Changed) -> None:
@@ -108,12 +160,18 @@ class MethodScreen(WizardStep):
             return
         if event.input.id == "ctx-len":
             self.state.config.data.ctx_len = value
+            chunk = self.state.config.data.chunk_ctx
+            if chunk and (value <= chunk or value % chunk):  # chunks must divide ctx_len: off again
+                self.state.config.data.chunk_ctx = 0
         elif event.input.id == "micro-bsz":
             self.state.config.data.micro_bsz = value
         self.refresh_table()
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        """Enter (or a click) on a row chooses it."""
+        """Enter (or a click) on a row chooses it; on the row already chosen, goes on."""
+        if event.cursor_row == self.chosen_index():
+            self.action_next()
+            return
         self._choose(self.rows[event.cursor_row])
         self.refresh_table()
 

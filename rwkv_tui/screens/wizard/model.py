@@ -85,7 +85,7 @@ class CheckpointTree(DirectoryTree):
 
 
 class ModelScreen(WizardStep):
-    AUTO_FOCUS = ""  # on_mount focuses the path field (not the tab bar): typing a path is the common case
+    MAIN_INPUT = "#model-path"  # not the tab bar: typing a path is the common case
     _catalog: dict | None = None  # name -> CatalogEntry, once the Download tab was opened
 
     def body(self) -> ComposeResult:
@@ -128,14 +128,17 @@ class ModelScreen(WizardStep):
         yield Static(id="download-status")
 
     def on_mount(self) -> None:
-        # without scrolling: centring it would scroll the tab bar and the help line out of a short terminal
-        self.set_focus(self.query_one("#model-path", Input), scroll_visible=False)
         if self.state.config.model.path:
             self.inspect(self.state.config.model.path)
 
     @on(Input.Submitted, "#model-path")
     def _submitted(self, event: Input.Submitted) -> None:
-        self.inspect(event.value.strip())
+        """Enter: read the model and, once it is read, go on to the next step."""
+        path = event.value.strip()
+        if self.state.spec is not None and path == self.state.config.model.path:
+            self.action_next()
+            return
+        self.inspect(path, then_next=True)
 
     @on(OptionList.OptionSelected, "#recent-models")
     def _recent(self, event: OptionList.OptionSelected) -> None:
@@ -149,7 +152,13 @@ class ModelScreen(WizardStep):
         self.query_one("#model-path", Input).value = path
         self.inspect(path)
 
-    def inspect(self, path: str) -> None:
+    _next_when_read = False  # Enter (or Next) asked to go on once the checkpoint is read
+
+    def inspect(self, path: str, then_next: bool = False) -> None:
+        self._next_when_read = then_next
+        if not path:  # Path("") is the current folder: "not set" says what is wrong
+            self.on_model_failed(ModelFailed("model path not set: type the path of a .pth checkpoint"))
+            return
         self.query_one("#model-info", Static).update("reading the checkpoint…")
         self._read_checkpoint(path)
 
@@ -167,6 +176,7 @@ class ModelScreen(WizardStep):
 
     def on_model_failed(self, message: ModelFailed) -> None:
         self.state.spec = None
+        self._next_when_read = False
         self.query_one("#model-info", Static).update(f"[red]{message.message}[/red]")
 
     def on_model_inspected(self, message: ModelInspected) -> None:
@@ -176,6 +186,9 @@ class ModelScreen(WizardStep):
         self.state.config.model.path = message.path
         remember_model(message.path)
         self.query_one("#model-info", Static).update(spec_table(message.spec))
+        if self._next_when_read and self.query_one("#model-path", Input).value.strip() == message.path:
+            self._next_when_read = False
+            self.action_next()
 
     # ------------------------------------------------------------------ the Download tab
 
@@ -325,7 +338,6 @@ class ModelScreen(WizardStep):
     def can_leave(self) -> bool:
         path = self.query_one("#model-path", Input).value.strip()
         if self.state.spec is None or path != self.state.config.model.path:
-            self.inspect(path)
-            self.notify("press Enter in the path field and wait for the model's details", severity="warning")
+            self.inspect(path, then_next=True)  # goes on by itself once the model is read
             return False
         return True
