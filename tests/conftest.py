@@ -72,6 +72,27 @@ def write_tiny_workspace(directory: Path, texts: list[str] = MATH_CHAT, **checkp
     return model, data
 
 
+def tiny_cpu_config(method: str, model: Path, data: Path, proj_dir: Path, **overrides):
+    """A RunConfig for a tiny run on the CPU in fp32, without gradient checkpointing (what the
+    trainer tests share); `section__field=value` overrides the rest."""
+    from rwkv_tui.trainer.config import RunConfig
+
+    settings = {"model__path": str(model), "data__path": str(data), "output__proj_dir": str(proj_dir),
+                "hardware__accelerator": "cpu", "hardware__precision": "fp32", "hardware__grad_cp": False}
+    return RunConfig.for_method(method, **{**settings, **overrides})
+
+
+def run_events(folder, kind: str) -> list[dict]:
+    """A run folder's events of one kind, in order."""
+    from rwkv_tui.trainer.training.folder import RunFolder, read_all_events
+
+    return [e for e in read_all_events(RunFolder.at(folder)) if e["kind"] == kind]
+
+
+def step_losses(folder) -> list[float]:
+    return [e["loss"] for e in run_events(folder, "step")]
+
+
 @pytest.fixture(autouse=True)
 def isolated_user_dirs(tmp_path_factory, monkeypatch):
     """Presets and recent files go to a temporary home, never the real one."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import write_tiny_workspace
+from conftest import step_losses, tiny_cpu_config, write_tiny_workspace
 from rwkv_tui.trainer.config import EpochConfig, RunConfig, validate
 from rwkv_tui.trainer.peft.catalog import method_info
 from rwkv_tui.trainer.training.folder import RunFolder, read_all_events
@@ -22,30 +22,13 @@ def workspace(tmp_path_factory):
 
 def make_config(workspace, **extra) -> RunConfig:
     directory, model, data = workspace
-    config = RunConfig.for_method("lora")
-    config.model.path = str(model)
-    config.data.path = str(data)
-    config.data.ctx_len = 16
-    config.data.micro_bsz = 2
-    config.epochs.epoch_steps = 3
-    config.epochs.epoch_count = 2
-    config.optim.lr_init, config.optim.lr_final, config.optim.warmup_steps = 1e-2, 1e-3, 1
-    config.hardware.accelerator = "cpu"
-    config.hardware.precision = "fp32"
-    config.hardware.grad_cp = False
-    config.output.proj_dir = str(directory / "runs")
-    for key, value in extra.items():
-        section, name = key.split("__")
-        setattr(getattr(config, section), name, value)
-    return config
+    return tiny_cpu_config("lora", model, data, directory / "runs", data__ctx_len=16, data__micro_bsz=2,
+                           epochs__epoch_steps=3, epochs__epoch_count=2, optim__lr_init=1e-2, optim__lr_final=1e-3,
+                           optim__warmup_steps=1, **extra)
 
 
 def names(folder) -> set[str]:
     return {p.name for p in (folder / "checkpoints").iterdir()}
-
-
-def step_losses(folder) -> list[float]:
-    return [e["loss"] for e in read_all_events(RunFolder.at(folder)) if e["kind"] == "step"]
 
 
 def test_numbered_checkpoints_are_ordered_by_the_step_they_hold(tmp_path):

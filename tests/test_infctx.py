@@ -9,11 +9,10 @@ import json
 import pytest
 import torch
 
-from conftest import write_tiny_checkpoint
+from conftest import step_losses, write_tiny_checkpoint
 from rwkv_tui.trainer.config import OPS as CONFIG_OPS
 from rwkv_tui.trainer.config import RunConfig, validate
 from rwkv_tui.trainer.errors import RwkvTuiError
-from rwkv_tui.trainer.training.folder import RunFolder, read_all_events
 from rwkv_tui.trainer.training.infctx import (OPS_WITH_STATE_GRADIENTS, chunked_batch_loss, chunked_loss,
                                               ensure_state_gradients)
 from rwkv_tui.trainer.training.loop import accumulate_gradients, masked_cross_entropy, run
@@ -231,10 +230,6 @@ def run_config(workspace, *, steps: int, ctx_len: int, chunk_ctx: int, lr: float
     config.method.dropout = 0.0  # chunked and whole runs would draw different dropout masks
     config.output.proj_dir = str(directory / "runs")
     return config
-
-
-def step_losses(folder) -> list[float]:
-    return [e["loss"] for e in read_all_events(RunFolder.at(folder)) if e["kind"] == "step"]
 
 
 @pytest.mark.slow

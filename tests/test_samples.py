@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import write_tiny_checkpoint, write_tiny_workspace
+from conftest import tiny_cpu_config, write_tiny_checkpoint, write_tiny_workspace
 from rwkv_tui.trainer.config import RunConfig, validate
 from rwkv_tui.trainer.errors import ConfigError
 from rwkv_tui.trainer.training import samples
@@ -39,16 +39,8 @@ def few_tokens(monkeypatch):
 
 def make_config(workspace, method: str = "lora", steps: int = 4, **extra) -> RunConfig:
     model, data = workspace
-    config = RunConfig.for_method(method)
-    config.model.path, config.data.path = str(model), str(data)
-    config.data.ctx_len, config.data.micro_bsz = 32, 2
-    config.epochs.epoch_steps, config.epochs.epoch_count = steps, 1
-    config.hardware.accelerator, config.hardware.precision, config.hardware.grad_cp = "cpu", "fp32", False
-    config.optim.warmup_steps = 0
-    for key, value in extra.items():
-        section, name = key.split("__")
-        setattr(getattr(config, section), name, value)
-    return config
+    return tiny_cpu_config(method, model, data, model.parent / "runs", data__ctx_len=32, data__micro_bsz=2,
+                           epochs__epoch_steps=steps, epochs__epoch_count=1, optim__warmup_steps=0, **extra)
 
 
 def test_a_bare_prompt_is_asked_as_a_chat_turn_and_roles_get_their_answer_role():

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from conftest import write_tiny_checkpoint
+from conftest import step_losses, tiny_cpu_config, write_tiny_checkpoint
 from rwkv_tui.trainer.config import RunConfig
 from rwkv_tui.trainer.training.folder import RunFolder, read_all_events
 from rwkv_tui.trainer.training.loop import TrainingError, run
@@ -32,27 +32,9 @@ def workspace(tmp_path_factory):
 
 def make_config(workspace, method: str, steps: int = 12, **extra) -> RunConfig:
     directory, model_path, data = workspace
-    config = RunConfig.for_method(method)
-    config.model.path = str(model_path)
-    config.data.path = str(data)
-    config.data.ctx_len = 32
-    config.data.micro_bsz = 2
-    config.data.loading = "pad"
-    config.epochs.epoch_steps = steps
-    config.epochs.epoch_count = 1
-    config.hardware.accelerator = "cpu"
-    config.hardware.precision = "fp32"
-    config.hardware.strategy = "auto"
-    config.hardware.grad_cp = False
-    config.output.proj_dir = str(directory / "runs")
-    for key, value in extra.items():
-        section, name = key.split("__")
-        setattr(getattr(config, section), name, value)
-    return config
-
-
-def step_losses(folder) -> list[float]:
-    return [e["loss"] for e in read_all_events(RunFolder.at(folder)) if e["kind"] == "step"]
+    return tiny_cpu_config(method, model_path, data, directory / "runs", data__ctx_len=32, data__micro_bsz=2,
+                           data__loading="pad", epochs__epoch_steps=steps, epochs__epoch_count=1,
+                           hardware__strategy="auto", **extra)
 
 
 LRS = {"full": 1e-3, "lora": 1e-2, "pissa": 1e-3, "miss": 1e-3, "lisa": 1e-3, "state": 1.0}

@@ -7,11 +7,10 @@ import math
 
 import pytest
 
-from conftest import MATH_CHAT, write_tiny_workspace
+from conftest import MATH_CHAT, run_events, tiny_cpu_config, write_tiny_workspace
 from rwkv_tui.cli import main
 from rwkv_tui.trainer.config import RunConfig, validate
 from rwkv_tui.trainer.data.split import split_documents
-from rwkv_tui.trainer.training.folder import RunFolder, read_all_events
 from rwkv_tui.trainer.training.loop import run
 
 
@@ -24,27 +23,10 @@ def workspace(tmp_path_factory):
 
 def make_config(workspace, method: str = "lora", steps: int = 4, **extra) -> RunConfig:
     directory, model, data = workspace
-    config = RunConfig.for_method(method)
-    config.model.path = str(model)
-    config.data.path = str(data)
-    config.data.ctx_len = 16  # shorter than the documents with their end token: windows carry the state
-    config.data.micro_bsz = 2
-    config.data.val_fraction = 0.25
-    config.data.val_every = 2
-    config.epochs.epoch_steps = steps
-    config.optim.lr_init = config.optim.lr_final = 1e-2
-    config.hardware.accelerator = "cpu"
-    config.hardware.precision = "fp32"
-    config.hardware.grad_cp = False
-    config.output.proj_dir = str(directory / "runs")
-    for key, value in extra.items():
-        section, name = key.split("__")
-        setattr(getattr(config, section), name, value)
-    return config
-
-
-def events_of(folder, kind: str) -> list[dict]:
-    return [e for e in read_all_events(RunFolder.at(folder)) if e["kind"] == kind]
+    # ctx_len 16 is shorter than the documents with their end token: windows carry the state
+    settings = {"data__ctx_len": 16, "data__micro_bsz": 2, "data__val_fraction": 0.25, "data__val_every": 2,
+                "epochs__epoch_steps": steps, "optim__lr_init": 1e-2, "optim__lr_final": 1e-2}
+    return tiny_cpu_config(method, model, data, directory / "runs", **{**settings, **extra})
 
 
 def eval_json(capsys, *args: str) -> dict:
@@ -60,7 +42,7 @@ def test_val_at_step_zero_equals_eval_and_keep_best_saves_the_best(workspace, tm
     config = make_config(workspace, output__keep_best=True)
     result = run(config, tmp_path / "run")
     assert result.reason == "finished"
-    vals = events_of(tmp_path / "run", "val")
+    vals = run_events(tmp_path / "run", "val")
     # step 0, every val_every steps, and the end (already validated at step 4: not twice)
     assert [e["step"] for e in vals] == [0, 2, 4]
     for e in vals:
@@ -76,7 +58,7 @@ def test_val_at_step_zero_equals_eval_and_keep_best_saves_the_best(workspace, tm
     assert base["tokens"] == vals[0]["tokens"] and base["documents"] == len(held_out)
     assert base["loss"] == pytest.approx(vals[0]["loss"], rel=1e-6)
 
-    bests = events_of(tmp_path / "run", "best")
+    bests = run_events(tmp_path / "run", "best")
     losses = [e["loss"] for e in vals]
     assert [b["step"] for b in bests] == [e["step"] for i, e in enumerate(vals) if e["loss"] < min(losses[:i] + [9e9])]
     best_file = tmp_path / "run" / "checkpoints" / "best-lora.pth"
@@ -116,17 +98,17 @@ def test_val_path_and_tracker(workspace, tmp_path, monkeypatch):
     config = make_config(workspace, steps=3, data__val_fraction=0.0, data__val_path=str(val_file),
                          data__val_every=5, data__loss_mask="none")
     run(config, tmp_path / "run")
-    vals = events_of(tmp_path / "run", "val")
+    vals = run_events(tmp_path / "run", "val")
     assert [e["step"] for e in vals] == [0, 3]  # at the start and the end; val_every is past the run
     assert vals[0]["documents"] == 1
     assert [(step, data["val/loss"]) for step, data in logged if "val/loss" in data] == \
         [(e["step"], e["loss"]) for e in vals]
-    assert not events_of(tmp_path / "run", "best")  # keep_best is off
+    assert not run_events(tmp_path / "run", "best")  # keep_best is off
 
 
 def test_no_validation_without_val_data(workspace, tmp_path):
     run(make_config(workspace, steps=1, data__val_fraction=0.0), tmp_path / "run")
-    assert not events_of(tmp_path / "run", "val")
+    assert not run_events(tmp_path / "run", "val")
 
 
 def test_val_every_must_be_positive(workspace):
