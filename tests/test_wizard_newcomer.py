@@ -100,6 +100,26 @@ async def test_data_path_typed_at_once_checks_proposes_and_enter_again_moves_on(
         assert "proposed from the data" in str(app.screen.query_one(".param-proposed").render())
 
 
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_the_demo_keeps_its_data_settings(tmp_path):
+    """The Home screen's demo goes through the wizard: its steps and ctx_len, sized to teach the
+    facts, must not be replaced by the proposals for ordinary data."""
+    model, data = write_tiny_workspace(tmp_path)
+    state = WizardState(keep_data_settings="the demo's steps are sized to teach its facts")
+    state.config.model.path = str(model)
+    state.config.data.ctx_len, state.config.epochs.epoch_steps = 32, 15
+    app = RwkvTuiApp(runs_root=tmp_path / "runs")
+    async with app.run_test(size=(120, 40)) as pilot:
+        app.push_screen(screen_for("data", state))
+        await wait_for(pilot, lambda: screen_name(app) == "DataScreen")
+        await pilot.press(*str(data), "enter")
+        await wait_for(pilot, lambda: state.check is not None and state.check.ok)
+        await pilot.pause()
+        assert (state.config.data.ctx_len, state.config.epochs.epoch_steps, state.proposals) == (32, 15, [])
+        assert "settings kept: the demo's steps" in str(app.screen.query_one("#data-proposals").render())
+
+
 @pytest.mark.asyncio
 async def test_every_step_focuses_its_main_input(tmp_path, monkeypatch):
     import rwkv_tui.trainer.hardware as hardware

@@ -88,7 +88,9 @@ class HomeScreen(Screen):
         from rwkv_tui.trainer.demo import create_demo
 
         workspace = create_demo(demo_dir)
-        self.post_message(DemoReady(WizardState(config=load_config(workspace.config))))
+        self.post_message(DemoReady(WizardState(config=load_config(workspace.config),
+                                                keep_data_settings="the demo's steps and ctx_len are sized to "
+                                                                   "teach its facts")))
 
     def on_demo_ready(self, message: DemoReady) -> None:
         from rwkv_tui.screens.wizard import screen_for

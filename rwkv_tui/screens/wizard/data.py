@@ -281,6 +281,10 @@ class DataScreen(WizardStep):
         check, config = self.state.check, self.state.config
         if passes is None or check is None or not check.ok:
             return
+        if self.state.keep_data_settings:
+            self.query_one("#data-proposals", Static).update(
+                Text(f"settings kept: {self.state.keep_data_settings}", style="dim"))
+            return
         fits, where = vram_fit_check(self.state)
         proposed_before = {p.field: p.value for p in self.state.proposals}
         if "data.loading" in proposed_before and config.data.loading == proposed_before["data.loading"]:

@@ -22,6 +22,8 @@ class WizardState:
     gpu_indices: list[int] = field(default_factory=list)  # GPUs picked in the Hardware step (empty: the first)
     check: CheckReport | None = None           # once the record data is checked
     proposals: list[Proposal] = field(default_factory=list)  # settings proposed from the checked data
+    # Why the data settings stay as they are (the demo's are sized to teach its facts); empty: propose them.
+    keep_data_settings: str = ""
 
     def selected_gpus(self) -> list[GpuInfo]:
         """The GPUs the run will use: those picked, else the first one; none on a CPU-only machine."""
