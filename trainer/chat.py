@@ -45,15 +45,17 @@ def chat_device(device: str = "auto") -> tuple[torch.device, torch.dtype]:
 
 
 def lay_out_for_decoding(model: nn.Module) -> nn.Module:
-    """Eval mode, no gradients, and on the CPU every linear weight stored column-major (the
-    same [out, in] tensor, its transpose contiguous). For one token, a matrix-vector product
-    over [in, out] memory runs ~1.5x faster with MKL than over [out, in] rows (the `rwkv`
-    package stores its weights transposed for this reason); prefill speed does not change.
+    """Eval mode, no gradients, and on the CPU every linear weight that widens or keeps the width
+    (in <= out) stored column-major (the same [out, in] tensor, its transpose contiguous). For one
+    token, a matrix-vector product over [in, out] memory runs ~1.5x faster with MKL than over
+    [out, in] rows (the `rwkv` package stores all its weights transposed for this reason); a
+    narrowing one (the channel mix's value, 4C -> C) stays row-major, where the dot-product form
+    measured ~15% faster. Prefill speed does not change.
     Only for a model that is not trained afterwards: an optimizer would see the new strides."""
     model.eval().requires_grad_(False)
     if model.emb.weight.device.type == "cpu":
         for module in model.modules():
-            if isinstance(module, nn.Linear):
+            if isinstance(module, nn.Linear) and module.in_features <= module.out_features:
                 module.weight.data = module.weight.detach().t().contiguous().t()
     return model
 

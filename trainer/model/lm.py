@@ -17,7 +17,7 @@ from torch.utils.checkpoint import checkpoint
 
 from rwkv_tui.trainer.model.layers import GatedChannelMix, GatedChannelMix5
 from rwkv_tui.trainer.model.rwkv6 import TimeMix5, TimeMix6
-from rwkv_tui.trainer.model.rwkv7 import ChannelMix7, TimeMix7
+from rwkv_tui.trainer.model.rwkv7 import ChannelMix7, TimeMix7, decode_block7
 from rwkv_tui.trainer.spec import ModelSpec
 
 LayerState = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -45,9 +45,13 @@ class Block(nn.Module):
     def forward(
         self, x: torch.Tensor, v_first: torch.Tensor | None, state: LayerState | None
     ) -> tuple[torch.Tensor, torch.Tensor | None, LayerState]:
-        att_prev, wkv, ffn_prev = state if state is not None else (None, None, None)
         if self.layer_id == 0:
             x = self.ln0(x)
+        if type(self.att) is TimeMix7:  # one token at inference: the whole block as one compiled call
+            fused = decode_block7(self, x, v_first, state)
+            if fused is not None:
+                return fused
+        att_prev, wkv, ffn_prev = state if state is not None else (None, None, None)
         # v_first: RWKV-7's value residual from layer 0; the other versions pass it through.
         dx, v_first, att_last, wkv = self.att(self.ln1(x), v_first, att_prev, wkv)
         x = x + dx

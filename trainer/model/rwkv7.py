@@ -14,7 +14,7 @@ from torch import nn
 from rwkv_tui import kernels
 from rwkv_tui.kernels.wkv7_reference import state_dtype
 from rwkv_tui.trainer.model.layers import token_shift
-from rwkv_tui.trainer.model.one_token import (channel_mix7_one, compiled, fused_decoding, time_mix7_one,
+from rwkv_tui.trainer.model.one_token import (block7_one, channel_mix7_one, compiled, fused_decoding, time_mix7_one,
                                                wkv7_step)
 from rwkv_tui.trainer.spec import ModelSpec
 
@@ -109,22 +109,43 @@ class TimeMix7(nn.Module):
 
     def decode_fused(self, x, v_first, x_prev, wkv_state):
         """forward() for one token at inference, as one compiled function (one_token.py says why)."""
-        B, _, C = x.shape
-        H, N = self.n_head, self.head_size
         row = x[:, 0]
+        out, wkv_state, v_first = compiled(time_mix7_one)(*self.fused_arguments(row, v_first, x_prev, wkv_state))
+        return out.unsqueeze(1), v_first.unsqueeze(1), row, wkv_state
+
+    def fused_arguments(self, row, v_first, x_prev, wkv_state) -> tuple:
+        """time_mix7_one's arguments for the token `row` [B, C], missing states filled in."""
+        B = row.shape[0]
+        H, N = self.n_head, self.head_size
         if wkv_state is None:
             wkv_state = self.initial_wkv_state(B)
         if wkv_state is None:
-            wkv_state = torch.zeros(B, H, N, N, device=x.device, dtype=state_dtype(x.dtype))
+            wkv_state = torch.zeros(B, H, N, N, device=row.device, dtype=state_dtype(row.dtype))
         mixes = (self.v0, self.v1, self.v2) if self.layer_id > 0 else (self.w0, self.w1, self.w2)  # unused at 0
-        out, wkv_state, v_first = compiled(time_mix7_one)(
-            self.layer_id, H, N, row, torch.zeros_like(row) if x_prev is None else x_prev,  # none: zeros
-            row if v_first is None else v_first[:, 0], wkv_state.to(state_dtype(x.dtype)),
-            self.x_r, self.x_w, self.x_k, self.x_v, self.x_a, self.x_g, self.w0, self.w1, self.w2,
-            self.a0, self.a1, self.a2, *mixes, self.g1, self.g2, self.k_k, self.k_a, self.r_k,
-            self.receptance.weight, self.key.weight, self.value.weight, self.output.weight,
-            self.ln_x.weight, self.ln_x.bias)
-        return out.unsqueeze(1), v_first.unsqueeze(1), row, wkv_state
+        return (self.layer_id, H, N, row, torch.zeros_like(row) if x_prev is None else x_prev,  # none: zeros
+                row if v_first is None else v_first[:, 0], wkv_state.to(state_dtype(row.dtype)),
+                self.x_r, self.x_w, self.x_k, self.x_v, self.x_a, self.x_g, self.w0, self.w1, self.w2,
+                self.a0, self.a1, self.a2, *mixes, self.g1, self.g2, self.k_k, self.k_a, self.r_k,
+                self.receptance.weight, self.key.weight, self.value.weight, self.output.weight,
+                self.ln_x.weight, self.ln_x.bias)
+
+
+def decode_block7(block: nn.Module, x: torch.Tensor, v_first: torch.Tensor | None, state) -> tuple | None:
+    """An RWKV-7 Block.forward for one token at inference as one compiled call (block7_one), or
+    None where that path does not apply (training, several tokens, wrapped or quantized layers)."""
+    att, ffn = block.att, block.ffn
+    if x.shape[1] != 1 or not fused_decoding(x, att.receptance, att.key, att.value, att.output, ffn.key, ffn.value):
+        return None
+    att_prev, wkv, ffn_prev = state if state is not None else (None, None, None)
+    row = x[:, 0]
+    # The row stands in for ln1's output (computed inside block7_one): fused_arguments only takes
+    # its shape and dtype, for a missing x_prev's zeros and layer 0's v_first placeholder.
+    layer_id, H, N, _, att_prev, v_first, wkv, *weights = att.fused_arguments(row, v_first, att_prev, wkv)
+    out, v_first, att_last, wkv, ffn_last = compiled(block7_one)(
+        layer_id, H, N, row, v_first, att_prev, wkv, torch.zeros_like(row) if ffn_prev is None else ffn_prev,
+        block.ln1.weight, block.ln1.bias, block.ln2.weight, block.ln2.bias, block.ln1.eps, *weights,
+        ffn.x_k, ffn.key.weight, ffn.value.weight)
+    return out.unsqueeze(1), v_first.unsqueeze(1), (att_last, wkv, ffn_last)
 
 
 class ChannelMix7(nn.Module):
