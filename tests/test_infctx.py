@@ -22,8 +22,9 @@ from rwkv_tui.trainer.training.signals import StopRequest
 CTX, CHUNK, VOCAB = 256, 64, 256
 
 
-def tiny_config(method: str, version: str = "x070", grad_cp: bool = False) -> RunConfig:
+def tiny_config(method: str, version: str = "x070", grad_cp: bool = False, quant: str = "none") -> RunConfig:
     config = RunConfig.for_method(method)
+    config.method.quant = quant
     config.hardware.accelerator, config.hardware.precision = "cpu", "fp32"
     config.hardware.grad_cp = grad_cp
     config.data.ctx_len, config.data.chunk_ctx = CTX, CHUNK
@@ -35,7 +36,7 @@ def tiny_config(method: str, version: str = "x070", grad_cp: bool = False) -> Ru
     return config
 
 
-def build(tmp_path, method: str, version: str = "x070", grad_cp: bool = False):
+def build(tmp_path, method: str, version: str = "x070", grad_cp: bool = False, quant: str = "none"):
     """A Fabric-built tiny model with `method` applied, its trainable weights moved off their
     initial values (LoRA's zero B, a zero time_state), so every gradient is non-trivial."""
     from lightning.fabric import Fabric
@@ -46,7 +47,7 @@ def build(tmp_path, method: str, version: str = "x070", grad_cp: bool = False):
     path, _ = write_tiny_checkpoint(tmp_path, n_layer=2, n_embd=64, vocab_size=VOCAB, head_size=16, version=version)
     state_dict, spec = load_checkpoint(path)
     fabric = Fabric(accelerator="cpu", devices=1, precision="32-true")
-    training = build_training(tiny_config(method, version, grad_cp), state_dict, spec, fabric)
+    training = build_training(tiny_config(method, version, grad_cp, quant), state_dict, spec, fabric)
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for p in training.model.parameters():
@@ -99,6 +100,19 @@ def test_chunked_loss_and_gradients_equal_the_unchunked_ones(tmp_path, method):
 @pytest.mark.parametrize("version,method", [("x060", "lora"), ("x060", "state"), ("x052", "full")])
 def test_rwkv6_and_rwkv5_chunked_equal_unchunked(tmp_path, version, method):
     fabric, model = build(tmp_path, method, version)
+    assert_same_training_signal(fabric, model, sample_batch())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method,quant", [("lora", "nf4"), ("state", "int8")])
+def test_a_quantized_base_trains_chunked_as_unchunked(tmp_path, method, quant):
+    """QLoRA and quantized state tuning: the frozen int8/nf4 base dequantizes in every chunk's
+    recomputation exactly as in the unchunked pass (bitsandbytes runs on the CPU too)."""
+    pytest.importorskip("bitsandbytes")
+    from rwkv_tui.trainer.peft.quant import is_quantized
+
+    fabric, model = build(tmp_path, method, quant=quant)
+    assert any(is_quantized(m) for m in model.modules())
     assert_same_training_signal(fabric, model, sample_batch())
 
 
