@@ -48,15 +48,10 @@ class DashboardScreen(Screen):
     #dash-bottom #run-log { width: 1fr; height: 7; }
     #samples { width: 1fr; height: 7; border: round $primary; padding: 0 1; display: none; overflow-y: auto; }
     """
-    # Which of these show (and work) follows from the run's state: `check_action`, `run_actions.applicable`.
+    # Which show (and work) follows from the run's state: `check_action`, `run_actions.applicable`.
     BINDINGS = [
         Binding("s", "stop", "Stop (saves a checkpoint)"),
-        Binding("r", "resume", "Resume"),
-        Binding("r", "continue", "Continue…"),
-        Binding("n", "continue_after_stop", "Continue…"),
-        Binding("c", "chat", "Chat with the result"),
-        Binding("e", "export", "Export…"),
-        Binding("x", "delete", "Delete…"),
+        *run_actions.RUN_ACTION_BINDINGS,
         Binding("d", "detach", "Detach"),
         Binding("q", "detach", "Quit", show=False),
     ]

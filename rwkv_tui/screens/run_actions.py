@@ -29,6 +29,16 @@ from rwkv_tui.trainer.errors import RwkvTuiError
 from rwkv_tui.trainer.training.folder import LIVE_STATES, RunFolder, read_all_events
 
 ENDED_BADLY = ("stopped", "failed", "crashed")
+# The keys of a run's actions, on the Runs screen and the dashboard alike; which show follows from
+# the run's state (`applicable`, through each screen's `check_action`).
+RUN_ACTION_BINDINGS = [
+    Binding("r", "resume", "Resume"),
+    Binding("r", "continue", "Continue…"),
+    Binding("n", "continue_after_stop", "Continue…"),
+    Binding("c", "chat", "Chat"),
+    Binding("e", "export", "Export…"),
+    Binding("x", "delete", "Delete…"),
+]
 # The hint line under the progress bar once a run has ended: (key, what it says, action), in order.
 _HINTS = (("c", "chat", "chat"), ("e", "export", "export"), ("r", "continue", "continue"),
           ("r", "resume", "resume"), ("n", "continue", "continue_after_stop"))

@@ -21,12 +21,7 @@ from rwkv_tui.trainer.training.listing import RunSummary, list_known_runs
 
 class RunsScreen(Screen):
     BINDINGS = [
-        Binding("r", "resume", "Resume"),
-        Binding("r", "continue", "Continue…"),
-        Binding("n", "continue_after_stop", "Continue…"),
-        Binding("c", "chat", "Chat"),
-        Binding("e", "export", "Export…"),
-        Binding("x", "delete", "Delete…"),
+        *run_actions.RUN_ACTION_BINDINGS,
         Binding("f5", "reload", "Reload"),
         Binding("escape,q", "app.pop_screen", "Back"),
     ]
