@@ -70,12 +70,7 @@ def load_chat_model(model_path, adapter=None, state=None, lora_alpha: float | No
 
 def zero_state(model: nn.Module, batch_size: int = 1) -> list:
     """The all-zero state: where the base model starts, even when a tuned state is mounted."""
-    spec = model.spec
-    device, dtype = model.emb.weight.device, model.emb.weight.dtype
-    C, H, N = spec.n_embd, spec.n_head, spec.head_size
-    return [(torch.zeros(batch_size, C, device=device, dtype=dtype),
-             torch.zeros(batch_size, H, N, N, device=device, dtype=torch.float32),
-             torch.zeros(batch_size, C, device=device, dtype=dtype)) for _ in range(spec.n_layer)]
+    return model.initial_state(batch_size, tuned=False)
 
 
 @dataclass

@@ -116,15 +116,16 @@ class RWKV(nn.Module):
             x = x[:, -1:]
         return self.head(self.ln_out(x)), new_state
 
-    def initial_state(self, batch_size: int = 1) -> list[LayerState]:
-        """The state a sequence starts from: zeros, or the tuned `time_state` where one is loaded."""
+    def initial_state(self, batch_size: int = 1, tuned: bool = True) -> list[LayerState]:
+        """The state a sequence starts from: zeros, or the tuned `time_state` where one is loaded
+        (unless `tuned=False`: the base model's start, e.g. chat's base-vs-tuned comparison)."""
         spec = self.spec
         device, dtype = self.emb.weight.device, self.emb.weight.dtype
         C, H, N = spec.n_embd, spec.n_head, spec.head_size
         state = []
         for block in self.blocks:
-            tuned = block.att.initial_wkv_state(batch_size)
-            wkv = (tuned.detach().contiguous() if tuned is not None
+            start = block.att.initial_wkv_state(batch_size) if tuned else None
+            wkv = (start.detach().contiguous() if start is not None
                    else torch.zeros(batch_size, H, N, N, device=device, dtype=torch.float32))
             zeros = torch.zeros(batch_size, C, device=device, dtype=dtype)
             state.append((zeros, wkv, zeros.clone()))
