@@ -294,16 +294,22 @@ def test_sample_prompts_are_first_user_turns():
 # ----------------------------------------------------------------------------- params, review, home
 
 
-@pytest.mark.asyncio
-async def test_bad_field_is_outlined_with_its_message_beside_it(tmp_path):
+async def open_cpu_params(app, pilot):
+    """The Parameters step of a LoRA run on a CPU-only machine, once its problem line is shown."""
     state = WizardState(config=RunConfig.for_method("lora", model__path="/m.pth", data__path="/d.jsonl"))
     state.hardware = HardwareReport([])
     state.config.hardware.accelerator, state.config.hardware.precision = "cpu", "fp32"
+    screen = screen_for("params", state)
+    app.push_screen(screen)
+    await wait_for(pilot, lambda: app.screen is screen and screen.query("#param-problems"))
+    return screen
+
+
+@pytest.mark.asyncio
+async def test_bad_field_is_outlined_with_its_message_beside_it(tmp_path):
     app = RwkvTuiApp(runs_root=tmp_path / "runs")
     async with app.run_test(size=(120, 40)) as pilot:
-        screen = screen_for("params", state)
-        app.push_screen(screen)
-        await wait_for(pilot, lambda: app.screen is screen and screen.query("#param-problems"))
+        screen = await open_cpu_params(app, pilot)
         await pilot.pause()
         assert "no problems" in str(screen.query_one("#param-problems").render())
         for selector, value in [("#f-optim-lr_init", "abc"), ("#f-epochs-epoch_steps", "0")]:
@@ -420,14 +426,9 @@ async def test_a_tracker_without_its_package_is_flagged_at_its_field(tmp_path, m
     monkeypatch.delitem(sys.modules, "swanlab", raising=False)
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "swanlab"
                         else real_find_spec(name, *a))
-    state = WizardState(config=RunConfig.for_method("lora", model__path="/m.pth", data__path="/d.jsonl"))
-    state.hardware = HardwareReport([])
-    state.config.hardware.accelerator, state.config.hardware.precision = "cpu", "fp32"
     app = RwkvTuiApp(runs_root=tmp_path / "runs")
     async with app.run_test(size=(120, 40)) as pilot:
-        screen = screen_for("params", state)
-        app.push_screen(screen)
-        await wait_for(pilot, lambda: app.screen is screen and screen.query("#param-problems"))
+        screen = await open_cpu_params(app, pilot)
         screen.query_one("#f-output-trackers").value = "swanlab"
         await pilot.pause()
         assert screen.query("#f-output-trackers.invalid")
