@@ -331,8 +331,8 @@ async def test_bad_field_is_outlined_with_its_message_beside_it(tmp_path):
         screen.query_one("#f-epochs-epoch_steps").value = "10"
         await pilot.pause()
         assert not screen.query(".invalid")
-        assert state.config.output.trackers == ["tensorboard", "mlflow"]
-        assert state.config.output.sample_prompts == ["What is 1, then 2?", "Say hi"]
+        assert screen.state.config.output.trackers == ["tensorboard", "mlflow"]
+        assert screen.state.config.output.sample_prompts == ["What is 1, then 2?", "Say hi"]
         screen.query_one("#f-optim-lr_init").focus()
         await pilot.press("enter")
         await wait_for(pilot, lambda: screen_name(app) == "ReviewScreen")
