@@ -78,6 +78,9 @@ OPS: tuple[OpEntry, ...] = (
     OpEntry("triton_chunked", 25, _TRITON_AVAILABILITY,
             _every_family(LazyFunction("chunk_state_pass", "wkv7_chunked_triton"))),
     OpEntry("fla", 20, LazyFunction("wkv7_fla", "fla_availability"), {"wkv7": LazyFunction("wkv7_fla", "wkv7_fla")}),
+    # Forward only, on the CPU: "auto" takes it for inference (chat, eval) and the torch ops for training.
+    OpEntry("cpu", 15, LazyFunction("wkv7_cpu", "cpu_availability"),
+            _every_family(LazyFunction("wkv7_cpu", "wkv7_cpu"))),
     OpEntry("torch_chunked", 10, _everywhere, _every_family(wkv7_chunked)),
     OpEntry("torch_sequential", 0, _everywhere,
             {"wkv7": wkv7_sequential, "wkv6": wkv6_sequential, "wkv5": wkv5_sequential}),

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from conftest import wait_for, write_tiny_checkpoint
+from rwkv_tui import kernels
 from rwkv_tui.trainer.chat import ChatSession, chat_device, lay_out_for_decoding, load_contenders, zero_state
 from rwkv_tui.trainer.errors import ConfigError
 from rwkv_tui.trainer.generate import SamplingConfig, load_for_chat
@@ -33,8 +34,8 @@ def _with_tuned_state(model, seed: int = 0):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_one_token_decode_equals_the_sequence_forward(tmp_path, version, dtype):
     """`model(idx[B,1], state)` (the written-out step) continues exactly where the sequence
-    forward (the chunked op) would, from a tuned start state, in the model's dtype; the op
-    the training reports (last_wkv_op) is the sequence's, not the decode's."""
+    forward (the CPU kernel in fp32, the chunked op in bf16) would, from a tuned start state,
+    in the model's dtype; the op the training reports (last_wkv_op) is the sequence's."""
     path, _ = write_tiny_checkpoint(tmp_path, version=version, n_layer=2, n_embd=64, vocab_size=256)
     model = _with_tuned_state(load_model(path)).to(dtype).eval()
     tokens = torch.randint(0, 256, (2, 13), generator=torch.Generator().manual_seed(1))
@@ -46,7 +47,7 @@ def test_one_token_decode_equals_the_sequence_forward(tmp_path, version, dtype):
         for t in range(4, tokens.shape[1]):
             logits, state = model(tokens[:, t: t + 1], state=state)
             steps.append(logits)
-    assert model.last_wkv_op == op and op.startswith("torch")
+    assert model.last_wkv_op == op and op in ("cpu", "torch_chunked")  # a sequence op, not the step
     tolerance = 1e-5 if dtype == torch.float32 else 2e-2
     assert _rel(torch.cat(steps, dim=1), full) < tolerance
     for ours, whole in zip(state, full_state):
@@ -88,6 +89,11 @@ def test_decoding_layout_keeps_the_model(tmp_path):
     head = laid_out.head.weight
     assert head.shape == plain.head.weight.shape and head.t().is_contiguous() and not head.requires_grad
     assert laid_out.state_dict().keys() == plain.state_dict().keys()
+    value = laid_out.blocks[0].ffn.value.weight  # narrowing: column-major only for the zero-skipping kernel
+    assert value.t().is_contiguous() is kernels.skips_zero_rows()
+    assert value.is_contiguous() is not value.t().is_contiguous()
+    assert all(block.frozen_decode_weights is not None for block in laid_out.blocks)
+    assert "frozen_decode_weights" not in plain.blocks[0].__dict__
     tokens = torch.tensor([[5, 6, 7, 8]])
     with torch.no_grad():
         a, state_a = plain(tokens)
@@ -98,16 +104,22 @@ def test_decoding_layout_keeps_the_model(tmp_path):
     torch.testing.assert_close(b1, a1, rtol=1e-5, atol=1e-5)
 
 
-def test_last_only_logits_are_the_last_row(tmp_path):
-    path, _ = write_tiny_checkpoint(tmp_path)
+@pytest.mark.parametrize("length", [1, 2, 5])
+@pytest.mark.parametrize("version", ["x070", "x060"])
+def test_last_only_logits_are_the_last_row(tmp_path, version, length):
+    """last_only runs the last block's channel mix on the last two positions only; the logits
+    and the whole state are still the full forward's, from a carried state too."""
+    path, _ = write_tiny_checkpoint(tmp_path, version=version)
     model = load_model(path).eval()
-    tokens = torch.tensor([[3, 1, 4, 1, 5], [9, 2, 6, 5, 3]])
+    tokens = torch.tensor([[3, 1, 4, 1, 5], [9, 2, 6, 5, 3]])[:, :length]
     with torch.no_grad():
-        full, state = model(tokens)
-        last, last_state = model(tokens, last_only=True)
-    assert last.shape == (2, 1, full.shape[-1])
-    torch.testing.assert_close(last, full[:, -1:])
-    torch.testing.assert_close(last_state, state)
+        _, start = model(torch.tensor([[7, 8], [8, 7]]))
+        for state in (None, start):
+            full, full_state = model(tokens, state)
+            last, last_state = model(tokens, state, last_only=True)
+            assert last.shape == (2, 1, full.shape[-1])
+            torch.testing.assert_close(last, full[:, -1:])
+            torch.testing.assert_close(last_state, full_state)
 
 
 class Recording(torch.nn.Module):

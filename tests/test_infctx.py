@@ -13,8 +13,8 @@ from conftest import step_losses, write_tiny_checkpoint
 from rwkv_tui.trainer.config import OPS as CONFIG_OPS
 from rwkv_tui.trainer.config import RunConfig, validate
 from rwkv_tui.trainer.errors import RwkvTuiError
-from rwkv_tui.trainer.training.infctx import (OPS_WITH_STATE_GRADIENTS, chunked_batch_loss, chunked_loss,
-                                              ensure_state_gradients)
+from rwkv_tui.trainer.training.infctx import (FORWARD_ONLY_OPS, OPS_WITH_STATE_GRADIENTS, chunked_batch_loss,
+                                              chunked_loss, ensure_state_gradients)
 from rwkv_tui.trainer.training.loop import accumulate_gradients, masked_cross_entropy, run
 from rwkv_tui.trainer.training.setup import fabric_unwrap
 from rwkv_tui.trainer.training.signals import StopRequest
@@ -181,14 +181,16 @@ def test_a_shorter_last_chunk_still_equals_the_whole_sample():
 
 def test_every_wkv_op_is_judged_for_state_gradients():
     """A new op in the dispatcher's table must be added to OPS_WITH_STATE_GRADIENTS (after its
-    tests show the initial and final state gradients) before chunked runs may use it."""
+    tests show the initial and final state gradients) before chunked runs may use it, or to
+    FORWARD_ONLY_OPS when it has no backward."""
     from rwkv_tui.kernels.dispatch import OPS
 
-    assert {entry.name for entry in OPS} <= OPS_WITH_STATE_GRADIENTS
+    assert {entry.name for entry in OPS} <= OPS_WITH_STATE_GRADIENTS | FORWARD_ONLY_OPS
     for op in CONFIG_OPS:
         ensure_state_gradients(op)
-    with pytest.raises(RwkvTuiError, match="passes gradients through the state"):
-        ensure_state_gradients("a_new_op")
+    for op in ("a_new_op", *FORWARD_ONLY_OPS):
+        with pytest.raises(RwkvTuiError, match="passes gradients through the state"):
+            ensure_state_gradients(op)
 
 
 # ---- configuration --------------------------------------------------------------------------

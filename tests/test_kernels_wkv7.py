@@ -268,12 +268,12 @@ def test_an_op_runs_where_its_availability_check_allows():
 
 
 def test_the_table_lists_each_op_once_for_the_families_it_serves():
-    assert [entry.name for entry in OPS] == ["cuda", "triton", "triton_chunked", "fla", "torch_chunked",
+    assert [entry.name for entry in OPS] == ["cuda", "triton", "triton_chunked", "fla", "cpu", "torch_chunked",
                                              "torch_sequential"]  # written best first
     assert [entry.priority for entry in OPS] == sorted((entry.priority for entry in OPS), reverse=True)
     for family in ("wkv6", "wkv5"):  # rwkv-fla's kernel has no RWKV-6/5 form
         assert [entry.name for entry in dispatch.family_ops(family)] == [
-            "cuda", "triton", "triton_chunked", "torch_chunked", "torch_sequential"]
+            "cuda", "triton", "triton_chunked", "cpu", "torch_chunked", "torch_sequential"]
     with pytest.raises(KernelUnavailableError, match="unknown wkv6 op 'fla'"):
         resolve_op("fla", "cpu", family="wkv6")
 

@@ -40,8 +40,8 @@ class GatedChannelMix(nn.Module):
     def forward(self, x: torch.Tensor, x_prev: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         xx = token_shift(x, x_prev)
         mix_k, mix_r = self.mix_amounts()
-        k = torch.relu(self.key(x + xx * mix_k)) ** 2
-        return torch.sigmoid(self.receptance(x + xx * mix_r)) * self.value(k), x[:, -1]
+        k = torch.relu(self.key(torch.addcmul(x, xx, mix_k)))
+        return torch.sigmoid(self.receptance(torch.addcmul(x, xx, mix_r))) * self.value(k * k), x[:, -1]
 
 
 class GatedChannelMix5(GatedChannelMix):

@@ -43,8 +43,9 @@ class Block(nn.Module):
         self.ffn = channel_mix(spec)
 
     def forward(
-        self, x: torch.Tensor, v_first: torch.Tensor | None, state: LayerState | None
+        self, x: torch.Tensor, v_first: torch.Tensor | None, state: LayerState | None, last_only: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None, LayerState]:
+        """`last_only`: return x for the last position alone ([B,1,C]); the state is the same."""
         if self.layer_id == 0:
             x = self.ln0(x)
         if type(self.att) is TimeMix7:  # one token at inference: the whole block as one compiled call
@@ -55,9 +56,11 @@ class Block(nn.Module):
         # v_first: RWKV-7's value residual from layer 0; the other versions pass it through.
         dx, v_first, att_last, wkv = self.att(self.ln1(x), v_first, att_prev, wkv)
         x = x + dx
+        if last_only:  # the channel mix (a layer's largest products) on the last position and the one before,
+            x = x[:, -2:]  # which its token shift reads
         dx, ffn_last = self.ffn(self.ln2(x), ffn_prev)
         x = x + dx
-        return x, v_first, (att_last, wkv, ffn_last)
+        return (x[:, -1:] if last_only else x), v_first, (att_last, wkv, ffn_last)
 
 
 class RWKV(nn.Module):
@@ -109,8 +112,9 @@ class RWKV(nn.Module):
             layer_state = state[i] if state is not None else None
             if use_checkpoint:
                 x, v_first, layer_state = checkpoint(block, x, v_first, layer_state, use_reentrant=False)
-            else:
-                x, v_first, layer_state = block(x, v_first, layer_state)
+            else:  # the last block's outputs before the last position feed nothing
+                x, v_first, layer_state = block(x, v_first, layer_state,
+                                                last_only=last_only and i == len(self.blocks) - 1)
             new_state.append(layer_state)
         if last_only:
             x = x[:, -1:]

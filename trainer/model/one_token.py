@@ -63,10 +63,11 @@ def time_mix7_one(layer_id: int, H: int, N: int, x, x_prev, v_first, state,
     B, C = x.shape
     dt = state.dtype
     xx = x_prev - x
-    xr, xw, xk = x + xx * x_r.view(C), x + xx * x_w.view(C), x + xx * x_k.view(C)
-    xv, xa, xg = x + xx * x_v.view(C), x + xx * x_a.view(C), x + xx * x_g.view(C)
+    xr, xw = torch.addcmul(x, xx, x_r.view(C)), torch.addcmul(x, xx, x_w.view(C))
+    xk, xv = torch.addcmul(x, xx, x_k.view(C)), torch.addcmul(x, xx, x_v.view(C))
+    xa, xg = torch.addcmul(x, xx, x_a.view(C)), torch.addcmul(x, xx, x_g.view(C))
     r = torch.nn.functional.linear(xr, R)
-    w = -torch.nn.functional.softplus(-(w0.view(C) + torch.tanh(xw @ w1) @ w2)) - 0.5
+    w = torch.nn.functional.logsigmoid(w0.view(C) + torch.tanh(xw @ w1) @ w2) - 0.5
     k = torch.nn.functional.linear(xk, K)
     v = torch.nn.functional.linear(xv, V)
     if layer_id == 0:
@@ -87,16 +88,20 @@ def time_mix7_one(layer_id: int, H: int, N: int, x, x_prev, v_first, state,
     return torch.nn.functional.linear(y * g, O), S, v_first
 
 
-def channel_mix7_one(x, x_prev, x_k, K, V):
-    k = x + (x_prev - x) * x_k.view(-1)
-    return torch.nn.functional.linear(torch.relu(torch.nn.functional.linear(k, K)) ** 2, V)
+def channel_mix7_hidden(x, x_prev, x_k, K):
+    """The channel mix up to its value product: relu(key(shifted x))², [B, 4C], about half of it 0.
+    The caller multiplies by the value weight (kernels.value_product skips those rows)."""
+    k = torch.relu(torch.nn.functional.linear(torch.addcmul(x, x_prev - x, x_k.view(-1)), K))
+    return k * k
 
 
 def block7_one(layer_id: int, H: int, N: int, x, v_first, att_prev, wkv, ffn_prev, ln1_w, ln1_b, ln2_w, ln2_b,
                eps: float, x_r, x_w, x_k, x_v, x_a, x_g, w0, w1, w2, a0, a1, a2, v0, v1, v2, g1, g2,
-               k_k, k_a, r_k, R, K, V, O, ln_w, ln_b, ffn_x_k, ffn_K, ffn_V):
-    """Block.forward for one token (ln1, time mix, ln2, channel mix) as one call: the per-module
-    calls around the two mixes cost a few percent of a token at chat sizes."""
+               k_k, k_a, r_k, R, K, V, O, ln_w, ln_b, ffn_x_k, ffn_K):
+    """Block.forward for one token (ln1, time mix, ln2, channel mix) as one call, up to the
+    channel mix's value product: the per-module calls around the two mixes cost a few percent of
+    a token at chat sizes. Returns (x after the time mix, the channel mix's hidden, v_first,
+    att_in, wkv, ffn_in); the block's output is x + value(hidden)."""
     C = x.shape[1]
     att_in = torch.nn.functional.layer_norm(x, [C], ln1_w, ln1_b, eps)
     dx, wkv, v_first = time_mix7_one(layer_id, H, N, att_in, att_prev, v_first, wkv, x_r, x_w, x_k, x_v, x_a, x_g,
@@ -104,7 +109,7 @@ def block7_one(layer_id: int, H: int, N: int, x, v_first, att_prev, wkv, ffn_pre
                                      ln_w, ln_b)
     x = x + dx
     ffn_in = torch.nn.functional.layer_norm(x, [C], ln2_w, ln2_b, eps)
-    return x + channel_mix7_one(ffn_in, ffn_prev, ffn_x_k, ffn_K, ffn_V), v_first, att_in, wkv, ffn_in
+    return x, channel_mix7_hidden(ffn_in, ffn_prev, ffn_x_k, ffn_K), v_first, att_in, wkv, ffn_in
 
 
 @functools.cache

@@ -14,8 +14,8 @@ from torch import nn
 from rwkv_tui import kernels
 from rwkv_tui.kernels.wkv7_reference import state_dtype
 from rwkv_tui.trainer.model.layers import token_shift
-from rwkv_tui.trainer.model.one_token import (block7_one, channel_mix7_one, compiled, fused_decoding, time_mix7_one,
-                                               wkv7_step)
+from rwkv_tui.trainer.model.one_token import (block7_one, channel_mix7_hidden, compiled, fused_decoding,
+                                               time_mix7_one, wkv7_step)
 from rwkv_tui.trainer.spec import ModelSpec
 
 class TimeMix7(nn.Module):
@@ -73,12 +73,13 @@ class TimeMix7(nn.Module):
         if T == 1 and fused_decoding(x, self.receptance, self.key, self.value, self.output):
             return self.decode_fused(x, v_first, x_prev, wkv_state)
         xx = token_shift(x, x_prev)
-        xr, xw, xk = x + xx * self.x_r, x + xx * self.x_w, x + xx * self.x_k
-        xv, xa, xg = x + xx * self.x_v, x + xx * self.x_a, x + xx * self.x_g
+        xr, xw, xk, xv, xa, xg = (torch.addcmul(x, xx, mix) for mix in (self.x_r, self.x_w, self.x_k, self.x_v,
+                                                                        self.x_a, self.x_g))
 
         r = self.receptance(xr)
-        # log(-log(decay)), bounded above by -0.5 so every decay stays below exp(-exp(-0.5)).
-        w = -F.softplus(-(self.w0 + torch.tanh(xw @ self.w1) @ self.w2)) - 0.5
+        # log(-log(decay)), bounded above by -0.5 so every decay stays below exp(-exp(-0.5));
+        # logsigmoid(z) is RWKV-LM's -softplus(-z), in one operator instead of three.
+        w = F.logsigmoid(self.w0 + torch.tanh(xw @ self.w1) @ self.w2) - 0.5
         k = self.key(xk)
         v = self.value(xv)
         if self.layer_id == 0:
@@ -110,41 +111,66 @@ class TimeMix7(nn.Module):
     def decode_fused(self, x, v_first, x_prev, wkv_state):
         """forward() for one token at inference, as one compiled function (one_token.py says why)."""
         row = x[:, 0]
-        out, wkv_state, v_first = compiled(time_mix7_one)(*self.fused_arguments(row, v_first, x_prev, wkv_state))
+        out, wkv_state, v_first = compiled(time_mix7_one)(
+            self.layer_id, self.n_head, self.head_size, row, *self.decode_states(row, v_first, x_prev, wkv_state),
+            *self.decode_weights())
         return out.unsqueeze(1), v_first.unsqueeze(1), row, wkv_state
 
-    def fused_arguments(self, row, v_first, x_prev, wkv_state) -> tuple:
-        """time_mix7_one's arguments for the token `row` [B, C], missing states filled in."""
-        B = row.shape[0]
-        H, N = self.n_head, self.head_size
+    def decode_states(self, row, v_first, x_prev, wkv_state) -> tuple:
+        """time_mix7_one's per-token arguments (x_prev, v_first, state) for the token `row` [B, C],
+        missing ones filled in: zeros, layer 0's placeholder v_first, the tuned or zero state."""
         if wkv_state is None:
-            wkv_state = self.initial_wkv_state(B)
+            wkv_state = self.initial_wkv_state(row.shape[0])
         if wkv_state is None:
-            wkv_state = torch.zeros(B, H, N, N, device=row.device, dtype=state_dtype(row.dtype))
+            wkv_state = torch.zeros(row.shape[0], self.n_head, self.head_size, self.head_size, device=row.device,
+                                    dtype=state_dtype(row.dtype))
+        return (torch.zeros_like(row) if x_prev is None else x_prev, row if v_first is None else v_first[:, 0],
+                wkv_state.to(state_dtype(row.dtype)))
+
+    def decode_weights(self) -> tuple:
+        """time_mix7_one's arguments that stay the same from token to token: the layer's weights."""
         mixes = (self.v0, self.v1, self.v2) if self.layer_id > 0 else (self.w0, self.w1, self.w2)  # unused at 0
-        return (self.layer_id, H, N, row, torch.zeros_like(row) if x_prev is None else x_prev,  # none: zeros
-                row if v_first is None else v_first[:, 0], wkv_state.to(state_dtype(row.dtype)),
-                self.x_r, self.x_w, self.x_k, self.x_v, self.x_a, self.x_g, self.w0, self.w1, self.w2,
+        return (self.x_r, self.x_w, self.x_k, self.x_v, self.x_a, self.x_g, self.w0, self.w1, self.w2,
                 self.a0, self.a1, self.a2, *mixes, self.g1, self.g2, self.k_k, self.k_a, self.r_k,
                 self.receptance.weight, self.key.weight, self.value.weight, self.output.weight,
                 self.ln_x.weight, self.ln_x.bias)
 
 
+def block_decode_weights(block: nn.Module) -> tuple | None:
+    """block7_one's arguments that stay the same from token to token (norms, then the mixes'
+    weights), or None where the compiled path does not apply (wrapped or quantized layers)."""
+    att, ffn = block.att, block.ffn
+    if not all(type(layer) is nn.Linear for layer in (att.receptance, att.key, att.value, att.output, ffn.key,
+                                                      ffn.value)):
+        return None
+    return (block.ln1.weight, block.ln1.bias, block.ln2.weight, block.ln2.bias, block.ln1.eps,
+            *att.decode_weights(), ffn.x_k, ffn.key.weight)
+
+
+def freeze_for_decoding(block: nn.Module) -> None:
+    """Keep block_decode_weights on the block: looking the ~30 weights up again costs ~40 us a
+    layer per token. Only for a block whose modules are not replaced afterwards (chat's models)."""
+    block.frozen_decode_weights = block_decode_weights(block)
+
+
 def decode_block7(block: nn.Module, x: torch.Tensor, v_first: torch.Tensor | None, state) -> tuple | None:
     """An RWKV-7 Block.forward for one token at inference as one compiled call (block7_one), or
     None where that path does not apply (training, several tokens, wrapped or quantized layers)."""
-    att, ffn = block.att, block.ffn
-    if x.shape[1] != 1 or not fused_decoding(x, att.receptance, att.key, att.value, att.output, ffn.key, ffn.value):
+    if x.shape[1] != 1 or torch.is_grad_enabled() or torch.is_autocast_enabled(x.device.type):
         return None
+    fixed = block.__dict__.get("frozen_decode_weights") or block_decode_weights(block)
+    if fixed is None:
+        return None
+    att = block.att
     att_prev, wkv, ffn_prev = state if state is not None else (None, None, None)
     row = x[:, 0]
-    # The row stands in for ln1's output (computed inside block7_one): fused_arguments only takes
+    # The row stands in for ln1's output (computed inside block7_one): decode_states only takes
     # its shape and dtype, for a missing x_prev's zeros and layer 0's v_first placeholder.
-    layer_id, H, N, _, att_prev, v_first, wkv, *weights = att.fused_arguments(row, v_first, att_prev, wkv)
-    out, v_first, att_last, wkv, ffn_last = compiled(block7_one)(
-        layer_id, H, N, row, v_first, att_prev, wkv, torch.zeros_like(row) if ffn_prev is None else ffn_prev,
-        block.ln1.weight, block.ln1.bias, block.ln2.weight, block.ln2.bias, block.ln1.eps, *weights,
-        ffn.x_k, ffn.key.weight, ffn.value.weight)
+    att_prev, v_first, wkv = att.decode_states(row, v_first, att_prev, wkv)
+    x, hidden, v_first, att_last, wkv, ffn_last = compiled(block7_one)(
+        att.layer_id, att.n_head, att.head_size, row, v_first, att_prev, wkv,
+        torch.zeros_like(row) if ffn_prev is None else ffn_prev, *fixed)
+    out = x + kernels.value_product(hidden, block.ffn.value.weight)
     return out.unsqueeze(1), v_first.unsqueeze(1), (att_last, wkv, ffn_last)
 
 
@@ -160,8 +186,13 @@ class ChannelMix7(nn.Module):
     def forward(self, x: torch.Tensor, x_prev: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         if x.shape[1] == 1 and fused_decoding(x, self.key, self.value):  # one token: one compiled function
             row = x[:, 0]
-            out = compiled(channel_mix7_one)(row, torch.zeros_like(row) if x_prev is None else x_prev, self.x_k,
-                                             self.key.weight, self.value.weight)
-            return out.unsqueeze(1), row
-        k = x + token_shift(x, x_prev) * self.x_k
-        return self.value(torch.relu(self.key(k)) ** 2), x[:, -1]
+            hidden = compiled(channel_mix7_hidden)(row, torch.zeros_like(row) if x_prev is None else x_prev,
+                                                   self.x_k, self.key.weight)
+            return kernels.value_product(hidden, self.value.weight).unsqueeze(1), row
+        k = self.key(torch.addcmul(x, token_shift(x, x_prev), self.x_k))
+        if torch.is_grad_enabled():  # relu², as a product: pow(k, 2) costs ~4x a multiply on the CPU
+            k = torch.relu(k)
+            k = k * k
+        else:  # inference: in place, on the product still in cache, instead of two fresh [T, 4C] buffers
+            k = torch.relu_(k).mul_(k)
+        return self.value(k), x[:, -1]

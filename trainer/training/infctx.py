@@ -38,6 +38,9 @@ BatchLoss = Callable[[Any, dict[str, torch.Tensor]], torch.Tensor]
 # an op joins OPS without being judged here, so a new kernel cannot silently break infctx.
 OPS_WITH_STATE_GRADIENTS = frozenset({"cuda", "triton", "triton_chunked", "fla", "torch_chunked",
                                       "torch_sequential"})
+# Ops with no backward at all (the CPU inference kernel): unavailable while gradients are on, so
+# "auto" never picks them for training, and a training config cannot name them (config.OPS).
+FORWARD_ONLY_OPS = frozenset({"cpu"})
 
 
 def masked_loss_sum(logits: torch.Tensor, targets: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:

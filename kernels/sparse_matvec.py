@@ -1,0 +1,39 @@
+"""The channel mix's value product for one token, reading only the weight rows its relu² input
+does not zero (kernels/cpu/sparse_matvec.c): decoding on the CPU reads every weight once per
+token, and this is the layer's largest matrix. Elsewhere, and where the CPU kernels cannot be
+built, it is `linear`.
+
+The kernel reads the weight transposed ([in, out] rows); chat.lay_out_for_decoding stores the
+value weight that way (column-major) when `skips_zero_rows()` says the kernel is here.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from rwkv_tui.kernels.cpu_library import cpu_library, pointer, split_over_threads
+
+
+def skips_zero_rows() -> bool:
+    """Whether the CPU kernel is built and loaded here."""
+    return not isinstance(cpu_library(), str)
+
+
+def value_product(hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """F.linear(hidden [B, in], weight [out, in]) -> [B, out]; on the CPU in fp32, without
+    gradients, with `weight` stored column-major, it skips the rows of weightᵀ where hidden is 0."""
+    if not (hidden.device.type == "cpu" and hidden.dtype == weight.dtype == torch.float32 and hidden.dim() == 2
+            and weight.t().is_contiguous() and not torch.is_grad_enabled()):
+        return F.linear(hidden, weight)
+    library = cpu_library()
+    if isinstance(library, str):
+        return F.linear(hidden, weight)
+    rows, cols = weight.shape[1], weight.shape[0]
+    hidden = hidden.contiguous()
+    out = torch.empty(hidden.shape[0], cols)
+    nonzero = torch.empty(rows, dtype=torch.int64)  # the kernel's scratch
+    for row in range(hidden.shape[0]):  # decoding is one row; a batch is a few
+        library.sparse_rows_matvec(rows, cols, 0, cols, pointer(weight), pointer(hidden[row]), pointer(out[row]),
+                                   pointer(nonzero))
+    return out
