@@ -10,13 +10,16 @@ runs it); prefill is one forward over `--prefill-tokens` tokens from a zero stat
 last position only on both sides (the package's default; ours with `last_only=True`, as chat
 prefills a prompt). Without
 `--model` a random-init checkpoint of the asked shape (World vocab) is written to a temporary
-folder: speed does not depend on the weights' values.
+folder: speed depends on the weights' values only through how many of the channel mix's relu²
+inputs are zero (half at random init), whose weight rows our decode skips.
+`RWKV_TUI_CPU_KERNEL=0` in the environment measures ours without the C kernels (kernels/cpu/).
 
 Each side runs in its own worker process (the package flips global torch settings when
 imported), loaded once; the parent asks them in turn, one at a time, so they never compete for
 the CPU with each other: for every repeat and thread count, both sides' decode, then both
-sides' prefill, the side that goes first alternating between repeats. Medians over the repeats, with every sample kept. Other load on the
-machine is recorded (os.getloadavg) before and after, because it moves both sides.
+sides' prefill, the side that goes first alternating between repeats. Medians over the
+repeats, with every sample kept. Other load on the machine is recorded (os.getloadavg) before
+and after, because it moves both sides.
 """
 
 from __future__ import annotations
@@ -198,6 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     extra = {"model": args.model or f"random init, L{args.layers} C{args.embd}, World vocab, fp32 file",
              "decode_tokens": args.decode_tokens, "prefill_tokens": args.prefill_tokens,
              "repeats": args.repeats, "versions": package_versions("torch", "rwkv"),
+             "cpu_kernels": os.environ.get("RWKV_TUI_CPU_KERNEL", "1") != "0",
              "loadavg_before": load_before, "loadavg_after": load_after, "samples": samples}
     saved = save_result("decode", rows, extra, directory=args.out)
     print(f"saved {saved}")

@@ -15,10 +15,10 @@ from rwkv_tui.kernels.dispatch import (
     resolve_op,
     wkv7,
 )
-from rwkv_tui.kernels.sparse_matvec import skips_zero_rows, value_product
+from rwkv_tui.kernels.cpu_linear import inference_linear, skips_zero_rows, value_product
 from rwkv_tui.kernels.wkv6 import wkv5, wkv6
 from rwkv_tui.kernels.wkv7_chunked import wkv7_chunked
 from rwkv_tui.kernels.wkv7_reference import wkv7_sequential
 
-__all__ = ["KernelUnavailableError", "Wkv7Output", "available_ops", "resolve_op", "skips_zero_rows",
-           "value_product", "wkv5", "wkv6", "wkv7", "wkv7_chunked", "wkv7_sequential"]
+__all__ = ["KernelUnavailableError", "Wkv7Output", "available_ops", "inference_linear", "resolve_op",
+           "skips_zero_rows", "value_product", "wkv5", "wkv6", "wkv7", "wkv7_chunked", "wkv7_sequential"]

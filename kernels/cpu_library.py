@@ -2,9 +2,9 @@
 
 Plain C with no torch headers, so the system C compiler ($CC, cc, gcc or clang) builds it in about
 a second, into the kernel cache (RWKV_TUI_KERNEL_CACHE, as the CUDA op) keyed by the sources, the
-compiler and this CPU's instruction set. ctypes releases the GIL during a call, so callers split
-work over torch's thread count with `split_over_threads`. Where no compiler works, every user
-falls back to torch ops and says why (`cpu_library()` returns the reason instead of the library).
+compiler and this CPU's instruction set. The kernels run on the calling thread. Where no
+compiler works, every user falls back to torch ops and says why (`cpu_library()` returns the
+reason instead of the library).
 RWKV_TUI_CPU_KERNEL=0 turns the library off (e.g. to compare against the torch ops).
 """
 
@@ -19,8 +19,6 @@ import platform
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -38,6 +36,8 @@ _INT64, _POINTER = ctypes.c_int64, ctypes.c_void_p
 SIGNATURES = {  # function -> argument types (all return void)
     "wkv7_forward": [_INT64] * 5 + [_POINTER] * 8,
     "sparse_rows_matvec": [_INT64] * 4 + [_POINTER] * 4,
+    "rwkv7_block_one": [ctypes.POINTER(_INT64), ctypes.c_float, ctypes.c_float, ctypes.POINTER(_POINTER)]
+                       + [_POINTER] * 11,
 }
 
 
@@ -112,22 +112,6 @@ def cpu_library() -> ctypes.CDLL | str:
     if os.environ.get("RWKV_TUI_CPU_KERNEL", "1") == "0":
         return "turned off by RWKV_TUI_CPU_KERNEL=0"
     return _load()
-
-
-@functools.cache
-def _pool(workers: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(workers, thread_name_prefix="rwkv-cpu-kernel")
-
-
-def split_over_threads(work: Callable[[int, int], None], items: int) -> None:
-    """work(first, last) over [0, items), split into torch.get_num_threads() ranges run at once."""
-    workers = min(torch.get_num_threads(), items)
-    if workers <= 1:
-        work(0, items)
-        return
-    bounds = [items * i // workers for i in range(workers + 1)]
-    for done in [_pool(workers).submit(work, lo, hi) for lo, hi in zip(bounds, bounds[1:])]:
-        done.result()
 
 
 def pointer(tensor: torch.Tensor) -> ctypes.c_void_p:

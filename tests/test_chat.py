@@ -291,3 +291,11 @@ async def test_chat_screen_compares_base_and_tuned(tmp_path):
         await pilot.press("ctrl+b")  # back to the tuned model alone
         await wait_for(pilot, lambda: len(screen.sessions) == 1 and not screen.query_one("#chat-input").disabled,
                        timeout=60)
+
+
+def test_chat_on_the_cpu_keeps_freed_memory_where_the_allocator_is_glibc():
+    import platform
+
+    from rwkv_tui.trainer.chat import keep_freed_memory
+
+    assert keep_freed_memory() is (platform.libc_ver()[0] == "glibc")

@@ -40,20 +40,6 @@ def test_wkv7_cpu_equals_the_reference(B, T, H, N, with_state):
 
 
 @needs_library
-def test_heads_split_over_threads_give_the_same_result():
-    x = [t.float() for t in make_inputs(2, 20, 3, 16, seed=4)]
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = wkv7_cpu(*x)
-        torch.set_num_threads(3)
-        three = wkv7_cpu(*x)
-    finally:
-        torch.set_num_threads(threads)
-    assert torch.equal(one[0], three[0]) and torch.equal(one[1], three[1])  # heads are independent
-
-
-@needs_library
 def test_auto_takes_the_c_op_for_inference_and_the_torch_op_for_training():
     x = [t.float() for t in make_inputs(1, 9, 2, 8)]
     with torch.no_grad():
@@ -127,3 +113,73 @@ def test_value_product_falls_back_to_linear_where_the_kernel_does_not_fit():
     out = value_product(hidden, column_major)  # gradients on: linear, differentiable
     out.sum().backward()
     assert column_major.grad is not None
+
+
+@needs_library
+def test_the_c_block_decodes_as_the_compiled_block(tmp_path):
+    """A model laid out for decoding on the CPU runs each RWKV-7 block as one C call
+    (kernels/cpu/block7_one.c); token after token, from no state and from a tuned one, its
+    logits and states equal those of the same model decoding through TorchScript."""
+    from conftest import write_tiny_checkpoint
+    from rwkv_tui.trainer.chat import lay_out_for_decoding
+    from rwkv_tui.trainer.generate import load_for_chat
+
+    path, _ = write_tiny_checkpoint(tmp_path, n_layer=3, n_embd=64, head_size=16, vocab_size=256)
+    in_c, compiled = lay_out_for_decoding(load_for_chat(path)), load_for_chat(path).eval()
+    assert all(block.cpu_decode is not None for block in in_c.blocks)
+    assert "cpu_decode" not in compiled.blocks[0].__dict__
+    g = torch.Generator().manual_seed(5)
+    tuned = [torch.randn(4, 16, 16, generator=g) * 0.3 for _ in in_c.blocks]
+    tokens = torch.randint(0, 256, (1, 7), generator=g)
+    for start in ("none", "tuned"):
+        for model in (in_c, compiled):
+            for block, state in zip(model.blocks, tuned):
+                block.att.time_state = torch.nn.Parameter(state.clone()) if start == "tuned" else None
+        with torch.no_grad():
+            states, steps = [None, None], [[], []]
+            for t in range(tokens.shape[1]):
+                for side, model in enumerate((in_c, compiled)):
+                    logits, states[side] = model(tokens[:, t: t + 1], states[side])
+                    steps[side].append(logits)
+        torch.testing.assert_close(torch.cat(steps[0], 1), torch.cat(steps[1], 1), rtol=1e-5, atol=1e-5)
+        for ours, theirs in zip(*states):
+            for a, b in zip(ours, theirs):
+                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@needs_library
+def test_a_replaced_weight_takes_the_block_off_the_c_path(tmp_path):
+    """The C call reads the weights it was given; once a parameter's memory changes (a new
+    `.data`), the block decodes through TorchScript again and sees the new weight."""
+    from conftest import write_tiny_checkpoint
+    from rwkv_tui.trainer.chat import lay_out_for_decoding
+    from rwkv_tui.trainer.generate import load_for_chat
+
+    path, _ = write_tiny_checkpoint(tmp_path, vocab_size=256)
+    model, plain = lay_out_for_decoding(load_for_chat(path)), load_for_chat(path).eval()
+    for m in (model, plain):
+        m.blocks[1].ffn.x_k.data = torch.full_like(m.blocks[1].ffn.x_k, 0.25)
+    assert not model.blocks[1].cpu_decode.current() and model.blocks[0].cpu_decode.current()
+    with torch.no_grad():
+        got, _ = model(torch.tensor([[9]]))
+        want, _ = plain(torch.tensor([[9]]))
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_inference_linear_is_linear_and_steps_aside_for_gradients(monkeypatch):
+    """A prefill's products go through oneDNN on the CPU without gradients: the same numbers as
+    F.linear to rounding, any input rank, column-major weights too; with gradients, F.linear."""
+    from rwkv_tui.kernels import inference_linear
+
+    g = torch.Generator().manual_seed(0)
+    x, weight = torch.randn(2, 9, 48, generator=g), torch.randn(32, 48, generator=g)
+    with torch.no_grad():
+        for w in (weight, weight.t().contiguous().t()):
+            torch.testing.assert_close(inference_linear(x, w), F.linear(x, weight), rtol=1e-5, atol=1e-5)
+    trained = weight.clone().requires_grad_()
+    inference_linear(x, trained).sum().backward()
+    assert trained.grad is not None
+    monkeypatch.setenv("RWKV_TUI_CPU_KERNEL", "0")
+    with torch.no_grad():
+        assert torch.equal(inference_linear(x, weight), F.linear(x, weight))
+

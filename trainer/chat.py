@@ -12,6 +12,9 @@ their linear weights are laid out for one-token decoding (`lay_out_for_decoding`
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import platform
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -71,10 +74,31 @@ def lay_out_for_decoding(model: nn.Module) -> nn.Module:
     return model
 
 
+@functools.cache
+def keep_freed_memory() -> bool:
+    """Let this process's C allocator (glibc) keep freed buffers for reuse: by default it hands
+    each freed buffer above a few hundred KB back to the OS and faults in fresh pages for the
+    next, which a CPU forward (new activation-sized tensors every operator) pays on every
+    operator: ~8% of a 256-token prefill at C768 here. Process-wide, once; False where the C
+    library is not glibc."""
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    # Below 64 MB from the heap (reused); up to 512 MB of free heap top kept instead of trimmed.
+    return bool(libc.mallopt(m_mmap_threshold, 64 << 20)) and bool(libc.mallopt(m_trim_threshold, 512 << 20))
+
+
 def load_chat_model(model_path, adapter=None, state=None, lora_alpha: float | None = None,
                     device: str = "auto") -> nn.Module:
-    """`generate.load_for_chat` on the chosen device in its chat dtype, laid out for decoding."""
+    """`generate.load_for_chat` on the chosen device in its chat dtype, laid out for decoding
+    (and, on the CPU, this process's allocator set to keep freed buffers)."""
     where, dtype = chat_device(device)
+    if where.type == "cpu":
+        keep_freed_memory()
     return lay_out_for_decoding(load_for_chat(model_path, adapter=adapter, state=state,
                                               lora_alpha=lora_alpha, device=where, dtype=dtype))
 

@@ -12,11 +12,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from rwkv_tui import kernels
+from rwkv_tui.kernels.block7_cpu import CpuBlock
 from rwkv_tui.kernels.wkv7_reference import state_dtype
 from rwkv_tui.trainer.model.layers import token_shift
 from rwkv_tui.trainer.model.one_token import (block7_one, channel_mix7_hidden, compiled, fused_decoding,
                                                time_mix7_one, wkv7_step)
 from rwkv_tui.trainer.spec import ModelSpec
+
+def project(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """layer(x); a plain linear layer through kernels.inference_linear (oneDNN's GEMM for CPU
+    inference), a wrapped or quantized one through its own forward."""
+    if type(layer) is nn.Linear and layer.bias is None:
+        return kernels.inference_linear(x, layer.weight)
+    return layer(x)
+
 
 class TimeMix7(nn.Module):
     """The RWKV-7 attention replacement: token shift, low-rank gates, the WKV7 recurrence."""
@@ -76,12 +85,12 @@ class TimeMix7(nn.Module):
         xr, xw, xk, xv, xa, xg = (torch.addcmul(x, xx, mix) for mix in (self.x_r, self.x_w, self.x_k, self.x_v,
                                                                         self.x_a, self.x_g))
 
-        r = self.receptance(xr)
+        r = project(self.receptance, xr)
         # log(-log(decay)), bounded above by -0.5 so every decay stays below exp(-exp(-0.5));
         # logsigmoid(z) is RWKV-LM's -softplus(-z), in one operator instead of three.
         w = F.logsigmoid(self.w0 + torch.tanh(xw @ self.w1) @ self.w2) - 0.5
-        k = self.key(xk)
-        v = self.value(xv)
+        k = project(self.key, xk)
+        v = project(self.value, xv)
         if self.layer_id == 0:
             v_first = v
         else:
@@ -106,7 +115,7 @@ class TimeMix7(nn.Module):
         y = self.ln_x(y.reshape(B * T, C)).view(B, T, C)
         bonus = (r * k * self.r_k.view(1, 1, C)).view(heads).sum(dim=-1, keepdim=True) * v.view(heads)
         y = y + bonus.view(B, T, C)
-        return self.output(y * g), v_first, x[:, -1], wkv_state
+        return project(self.output, y * g), v_first, x[:, -1], wkv_state
 
     def decode_fused(self, x, v_first, x_prev, wkv_state):
         """forward() for one token at inference, as one compiled function (one_token.py says why)."""
@@ -147,15 +156,37 @@ def block_decode_weights(block: nn.Module) -> tuple | None:
             *att.decode_weights(), ffn.x_k, ffn.key.weight)
 
 
+def cpu_block(block: nn.Module) -> CpuBlock | None:
+    """The block as one C call (kernels.block7_cpu) for decoding on the CPU in fp32, or None
+    where that does not apply: wrapped layers, other dtypes, linear weights not stored
+    column-major (chat.lay_out_for_decoding stores them so), no C compiler."""
+    fixed = block_decode_weights(block)
+    if fixed is None:
+        return None
+    ln1_w, ln1_b, ln2_w, ln2_b, ln_eps, *weights, ffn_x_k, ffn_key = fixed
+    ffn_value = block.ffn.value.weight
+    sources = (ln1_w, ln1_b, ln2_w, ln2_b, *weights, ffn_x_k, ffn_key, ffn_value)
+    linear = {id(layer.weight) for layer in (block.att.receptance, block.att.key, block.att.value, block.att.output,
+                                             block.ffn.key, block.ffn.value)}
+    rows = [w.t() if id(w) in linear else w for w in sources]  # every matrix as [in, out] rows
+    att = block.att
+    dims = (att.n_head * att.head_size, att.n_head, att.head_size, ffn_key.shape[0], att.w1.shape[1],
+            att.a1.shape[1], (att.v1 if att.layer_id > 0 else att.w1).shape[1], att.g1.shape[1], att.layer_id)
+    return CpuBlock.build(sources, rows, dims, ln_eps, att.ln_x.eps)
+
+
 def freeze_for_decoding(block: nn.Module) -> None:
-    """Keep block_decode_weights on the block: looking the ~30 weights up again costs ~40 us a
-    layer per token. Only for a block whose modules are not replaced afterwards (chat's models)."""
+    """Keep block_decode_weights on the block (looking the ~30 weights up again costs ~40 us a
+    layer per token) and, on the CPU, the block as one C call. Only for a block whose modules
+    are not replaced afterwards (chat's models)."""
     block.frozen_decode_weights = block_decode_weights(block)
+    block.cpu_decode = cpu_block(block) if block.ln1.weight.device.type == "cpu" else None
 
 
 def decode_block7(block: nn.Module, x: torch.Tensor, v_first: torch.Tensor | None, state) -> tuple | None:
-    """An RWKV-7 Block.forward for one token at inference as one compiled call (block7_one), or
-    None where that path does not apply (training, several tokens, wrapped or quantized layers)."""
+    """An RWKV-7 Block.forward for one token at inference as one C call (cpu_block, where
+    frozen) or one compiled call (block7_one), or None where neither applies (training,
+    several tokens, wrapped or quantized layers)."""
     if x.shape[1] != 1 or torch.is_grad_enabled() or torch.is_autocast_enabled(x.device.type):
         return None
     fixed = block.__dict__.get("frozen_decode_weights") or block_decode_weights(block)
@@ -167,10 +198,14 @@ def decode_block7(block: nn.Module, x: torch.Tensor, v_first: torch.Tensor | Non
     # The row stands in for ln1's output (computed inside block7_one): decode_states only takes
     # its shape and dtype, for a missing x_prev's zeros and layer 0's v_first placeholder.
     att_prev, v_first, wkv = att.decode_states(row, v_first, att_prev, wkv)
-    x, hidden, v_first, att_last, wkv, ffn_last = compiled(block7_one)(
-        att.layer_id, att.n_head, att.head_size, row, v_first, att_prev, wkv,
-        torch.zeros_like(row) if ffn_prev is None else ffn_prev, *fixed)
-    out = x + kernels.value_product(hidden, block.ffn.value.weight)
+    ffn_prev = torch.zeros_like(row) if ffn_prev is None else ffn_prev
+    in_c = block.__dict__.get("cpu_decode")
+    if in_c is not None and row.shape[0] == 1 and row.dtype == torch.float32 and in_c.current():
+        out, v_first, att_last, wkv, ffn_last = in_c(row, v_first, att_prev, wkv, ffn_prev)
+    else:
+        x, hidden, v_first, att_last, wkv, ffn_last = compiled(block7_one)(
+            att.layer_id, att.n_head, att.head_size, row, v_first, att_prev, wkv, ffn_prev, *fixed)
+        out = x + kernels.value_product(hidden, block.ffn.value.weight)
     return out.unsqueeze(1), v_first.unsqueeze(1), (att_last, wkv, ffn_last)
 
 
@@ -189,10 +224,10 @@ class ChannelMix7(nn.Module):
             hidden = compiled(channel_mix7_hidden)(row, torch.zeros_like(row) if x_prev is None else x_prev,
                                                    self.x_k, self.key.weight)
             return kernels.value_product(hidden, self.value.weight).unsqueeze(1), row
-        k = self.key(torch.addcmul(x, token_shift(x, x_prev), self.x_k))
+        k = project(self.key, torch.addcmul(x, token_shift(x, x_prev), self.x_k))
         if torch.is_grad_enabled():  # relu², as a product: pow(k, 2) costs ~4x a multiply on the CPU
             k = torch.relu(k)
             k = k * k
         else:  # inference: in place, on the product still in cache, instead of two fresh [T, 4C] buffers
             k = torch.relu_(k).mul_(k)
-        return self.value(k), x[:, -1]
+        return project(self.value, k), x[:, -1]
