@@ -34,8 +34,8 @@ FLAGS = ["-O3", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math", "-f
 NATIVE = "-march=native"
 _INT64, _POINTER = ctypes.c_int64, ctypes.c_void_p
 SIGNATURES = {  # function -> argument types (all return void)
-    "wkv7_forward": [_INT64] * 5 + [_POINTER] * 8,
-    "sparse_rows_matvec": [_INT64] * 4 + [_POINTER] * 4,
+    "wkv7_forward": [_INT64] * 4 + [_POINTER] * 8,
+    "rows_matvec": [_INT64] * 2 + [_POINTER] * 3,
     "rwkv7_block_one": [ctypes.POINTER(_INT64), ctypes.c_float, ctypes.c_float, ctypes.POINTER(_POINTER)]
                        + [_POINTER] * 11,
 }
@@ -107,9 +107,14 @@ def _load() -> ctypes.CDLL | str:
     return library
 
 
+def cpu_kernels_off() -> bool:
+    """RWKV_TUI_CPU_KERNEL=0: the C kernels and the oneDNN products (cpu_linear.py) stay unused."""
+    return os.environ.get("RWKV_TUI_CPU_KERNEL", "1") == "0"
+
+
 def cpu_library() -> ctypes.CDLL | str:
     """The loaded library (built on the first call in this process), or why there is none."""
-    if os.environ.get("RWKV_TUI_CPU_KERNEL", "1") == "0":
+    if cpu_kernels_off():
         return "turned off by RWKV_TUI_CPU_KERNEL=0"
     return _load()
 

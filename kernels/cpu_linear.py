@@ -15,12 +15,11 @@ RWKV_TUI_CPU_KERNEL=0 turns both off, as it does the C WKV op.
 from __future__ import annotations
 
 import functools
-import os
 
 import torch
 import torch.nn.functional as F
 
-from rwkv_tui.kernels.cpu_library import cpu_library, pointer
+from rwkv_tui.kernels.cpu_library import cpu_kernels_off, cpu_library, pointer
 
 
 @functools.cache
@@ -36,7 +35,7 @@ def inference_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """F.linear(x [..., in], weight [out, in]) without bias, through oneDNN where it fits."""
     onednn = _onednn_linear()
     if (onednn is None or x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32
-            or torch.is_grad_enabled() or os.environ.get("RWKV_TUI_CPU_KERNEL") == "0"):
+            or torch.is_grad_enabled() or cpu_kernels_off()):
         return F.linear(x, weight)
     return onednn(x, weight, None, "none", [], "")
 
@@ -58,8 +57,6 @@ def value_product(hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     rows, cols = weight.shape[1], weight.shape[0]
     hidden = hidden.contiguous()
     out = torch.empty(hidden.shape[0], cols)
-    nonzero = torch.empty(rows, dtype=torch.int64)  # the kernel's scratch
     for row in range(hidden.shape[0]):  # decoding is one row; a batch is a few
-        library.sparse_rows_matvec(rows, cols, 0, cols, pointer(weight), pointer(hidden[row]), pointer(out[row]),
-                                   pointer(nonzero))
+        library.rows_matvec(rows, cols, pointer(weight), pointer(hidden[row]), pointer(out[row]))
     return out

@@ -45,5 +45,5 @@ def wkv7_cpu(r, w, k, v, a, b, state=None):
     # On the calling thread: splitting the heads over a Python thread pool measured no faster in
     # a 2-thread prefill here (the products dominate), and its idle threads made fork()ed data
     # workers of the same process hang. Many-core machines and long prompts may want it back.
-    library.wkv7_forward(0, B * H, T, H, N, *pointers)
+    library.wkv7_forward(B * H, T, H, N, *pointers)
     return y, final

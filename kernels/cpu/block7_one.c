@@ -5,8 +5,9 @@
  * products, which stream each weight once.
  *
  * Every matrix is read as [in][out] rows (y = x W): nn.Linear weights stored column-major
- * (chat.lay_out_for_decoding), the low-rank mixes (w1, w2, ...) as they are. Rows whose input
- * is 0 are skipped, which the channel mix's relu² input makes common.
+ * (chat.lay_out_for_decoding), the low-rank mixes (w1, w2, ...) as they are, through
+ * sparse_matvec.c's rows_matvec, which skips rows whose input is 0 (the channel mix's relu² input
+ * makes that common).
  *
  * dims: C, H, N, F (the channel mix's width), dw, da, dv, dg (the low-rank widths), layer_id.
  * w: the weights in the order of enum WEIGHTS. The five inputs are read only; the five outputs
@@ -19,33 +20,8 @@
 enum WEIGHTS { LN1_W, LN1_B, LN2_W, LN2_B, X_R, X_W, X_K, X_V, X_A, X_G, W0, W1, W2, A0, A1, A2, V0, V1, V2,
                G1, G2, K_K, K_A, R_K, R, K, V, O, LNX_W, LNX_B, FFN_X_K, FFN_K, FFN_V, N_WEIGHTS };
 
-static void rows_matvec(int64_t in, int64_t out, const float *restrict W, const float *restrict x,
-                        float *restrict y)
-{
-    for (int64_t o = 0; o < out; o++)
-        y[o] = 0.0f;
-    int64_t rows[4];
-    int n = 0;
-    for (int64_t i = 0; i < in; i++) {
-        if (x[i] == 0.0f)
-            continue;
-        rows[n++] = i;
-        if (n == 4) {
-            const float *restrict w0 = W + rows[0] * out, *restrict w1 = W + rows[1] * out;
-            const float *restrict w2 = W + rows[2] * out, *restrict w3 = W + rows[3] * out;
-            float x0 = x[rows[0]], x1 = x[rows[1]], x2 = x[rows[2]], x3 = x[rows[3]];
-            for (int64_t o = 0; o < out; o++)
-                y[o] += x0 * w0[o] + x1 * w1[o] + x2 * w2[o] + x3 * w3[o];
-            n = 0;
-        }
-    }
-    for (int k = 0; k < n; k++) {
-        const float *restrict w = W + rows[k] * out;
-        float xi = x[rows[k]];
-        for (int64_t o = 0; o < out; o++)
-            y[o] += xi * w[o];
-    }
-}
+void rows_matvec(int64_t in, int64_t out, const float *restrict W, const float *restrict x,
+                 float *restrict y);  /* sparse_matvec.c */
 
 /* The mean of x[0..n) and 1 / sqrt(its biased variance + eps), as layer and group norms use. */
 static float normalizer(int64_t n, const float *restrict x, float eps, float *mean_out)

@@ -6,17 +6,16 @@
  *
  * r, decay, k, v, a, b, y: [B, T, H, N] contiguous; decay = exp(-exp(w)) (computed by torch, which
  * vectorizes the exponentials). state: [B, H, N, N] value-major (S[i][j]: value i, key j), updated
- * in place. Heads [first, last) of the flattened B*H are done, so callers may split them across
- * threads.
+ * in place; `heads` is B*H.
  */
 #include <stdint.h>
 
-void wkv7_forward(int64_t first, int64_t last, int64_t T, int64_t H, int64_t N,
+void wkv7_forward(int64_t heads, int64_t T, int64_t H, int64_t N,
                   const float *restrict r, const float *restrict decay, const float *restrict k,
                   const float *restrict v, const float *restrict a, const float *restrict b,
                   float *restrict state, float *restrict y)
 {
-    for (int64_t bh = first; bh < last; bh++) {
+    for (int64_t bh = 0; bh < heads; bh++) {
         int64_t batch = bh / H, head = bh % H;
         float *restrict S = state + bh * N * N;
         for (int64_t t = 0; t < T; t++) {

@@ -123,7 +123,11 @@ def compiled(function):
         return function
 
 
+def plain_linears(*layers) -> bool:
+    """Whether every layer is a plain nn.Linear (not LoRA-wrapped or quantized)."""
+    return all(type(layer) is torch.nn.Linear for layer in layers)
+
+
 def fused_decoding(x: torch.Tensor, *linears) -> bool:
     """Whether this one-token call may take the compiled path: inference on plain linear layers."""
-    return (not torch.is_grad_enabled() and not torch.is_autocast_enabled(x.device.type)
-            and all(type(layer) is torch.nn.Linear for layer in linears))
+    return not torch.is_grad_enabled() and not torch.is_autocast_enabled(x.device.type) and plain_linears(*linears)

@@ -16,7 +16,7 @@ from rwkv_tui.kernels.block7_cpu import CpuBlock
 from rwkv_tui.kernels.wkv7_reference import state_dtype
 from rwkv_tui.trainer.model.layers import token_shift
 from rwkv_tui.trainer.model.one_token import (block7_one, channel_mix7_hidden, compiled, fused_decoding,
-                                               time_mix7_one, wkv7_step)
+                                               plain_linears, time_mix7_one, wkv7_step)
 from rwkv_tui.trainer.spec import ModelSpec
 
 def project(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -149,18 +149,16 @@ def block_decode_weights(block: nn.Module) -> tuple | None:
     """block7_one's arguments that stay the same from token to token (norms, then the mixes'
     weights), or None where the compiled path does not apply (wrapped or quantized layers)."""
     att, ffn = block.att, block.ffn
-    if not all(type(layer) is nn.Linear for layer in (att.receptance, att.key, att.value, att.output, ffn.key,
-                                                      ffn.value)):
+    if not plain_linears(att.receptance, att.key, att.value, att.output, ffn.key, ffn.value):
         return None
     return (block.ln1.weight, block.ln1.bias, block.ln2.weight, block.ln2.bias, block.ln1.eps,
             *att.decode_weights(), ffn.x_k, ffn.key.weight)
 
 
-def cpu_block(block: nn.Module) -> CpuBlock | None:
-    """The block as one C call (kernels.block7_cpu) for decoding on the CPU in fp32, or None
-    where that does not apply: wrapped layers, other dtypes, linear weights not stored
-    column-major (chat.lay_out_for_decoding stores them so), no C compiler."""
-    fixed = block_decode_weights(block)
+def cpu_block(block: nn.Module, fixed: tuple | None) -> CpuBlock | None:
+    """The block (with its block_decode_weights) as one C call (kernels.block7_cpu) for decoding
+    on the CPU in fp32, or None where that does not apply: wrapped layers, other dtypes, linear
+    weights not stored column-major (chat.lay_out_for_decoding stores them so), no C compiler."""
     if fixed is None:
         return None
     ln1_w, ln1_b, ln2_w, ln2_b, ln_eps, *weights, ffn_x_k, ffn_key = fixed
@@ -179,15 +177,15 @@ def freeze_for_decoding(block: nn.Module) -> None:
     """Keep block_decode_weights on the block (looking the ~30 weights up again costs ~40 us a
     layer per token) and, on the CPU, the block as one C call. Only for a block whose modules
     are not replaced afterwards (chat's models)."""
-    block.frozen_decode_weights = block_decode_weights(block)
-    block.cpu_decode = cpu_block(block) if block.ln1.weight.device.type == "cpu" else None
+    block.frozen_decode_weights = fixed = block_decode_weights(block)
+    block.cpu_decode = cpu_block(block, fixed) if block.ln1.weight.device.type == "cpu" else None
 
 
 def decode_block7(block: nn.Module, x: torch.Tensor, v_first: torch.Tensor | None, state) -> tuple | None:
     """An RWKV-7 Block.forward for one token at inference as one C call (cpu_block, where
     frozen) or one compiled call (block7_one), or None where neither applies (training,
     several tokens, wrapped or quantized layers)."""
-    if x.shape[1] != 1 or torch.is_grad_enabled() or torch.is_autocast_enabled(x.device.type):
+    if x.shape[1] != 1 or not fused_decoding(x):
         return None
     fixed = block.__dict__.get("frozen_decode_weights") or block_decode_weights(block)
     if fixed is None:
